@@ -1,0 +1,45 @@
+# The two set-up commands from README: `make demo` and `make test`. Both create .venv and install
+# everything they need on a fresh machine (Python 3.11 with venv + pip is all that is assumed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall whenever pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+
+.PHONY: install demo test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	@start=$$(date +%s); \
+	dvc repro && \
+	echo && echo "dvc status (should report no changes):" && dvc status && \
+	echo && echo "== demo finished in $$(( $$(date +%s) - start )) s ==" && \
+	musicid data inspect data/ingested && \
+	musicid data validate data/manifests && \
+	for split in train val test; do echo "-- data/shards/$$split.zarr"; musicid store info data/shards/$$split.zarr; done && \
+	echo && echo "Results: data/raw/ (archive), data/ingested/ (catalog.json, quarantine.json), data/manifests/," && \
+	echo "         data/shards/*.zarr, reports/ingest/ (inspect.json, durations.png). See README.md."
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/shard_read.py
+
+clean-venv:
+	rm -rf $(VENV)

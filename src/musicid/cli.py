@@ -1,0 +1,212 @@
+"""`musicid` command line: one entry point for data, stores and the pipeline stages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from musicid import __version__
+from musicid.errors import MusicidError
+
+PARAMS_OPTION = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True,
+    type=click.Path(dir_okay=False), help="params.yaml to read.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(1), default=None, help="Decoder processes (default: cores, max 4)."
+)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+class MusicidGroup(click.Group):
+    """Turns MusicidError into `error: <one line>` and exit status 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MusicidError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=MusicidGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="musicid")
+def main() -> None:
+    """musicid: versioned, reproducible music identification.
+
+    The pipeline (dvc.yaml) runs synth → ingest → prepare → shards; `dvc repro` rebuilds what is
+    stale. These commands inspect sources, validate manifests and look into stores.
+    """
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def data() -> None:
+    """Inspect audio sources, check readiness, validate manifests, generate synthetic music."""
+
+
+def _scan(path: str, params_path: str, workers: int | None) -> Any:
+    from musicid.config import load_params, IngestConfig
+    from musicid.data.ingest import CATALOG, scan_source
+    from musicid.data.inspect import load_ingested
+
+    if (Path(path) / CATALOG).is_file():
+        return load_ingested(path)
+    cfg = load_params(params_path).ingest if Path(params_path).exists() else IngestConfig()
+    return scan_source(path, cfg, workers=workers, progress=sys.stderr.isatty())
+
+
+@data.command("inspect")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@PARAMS_OPTION
+@WORKERS_OPTION
+@JSON_OPTION
+def data_inspect(path: str, query_duration: float, params_path: str, workers: int | None, as_json: bool) -> None:
+    """Describe PATH (a folder, archive or ingested folder): counts, hours, durations, formats."""
+    from musicid.data.inspect import summarize
+
+    report = summarize(_scan(path, params_path, workers), query_duration)
+    if as_json:
+        _emit_json(report)
+        return
+    files, durations = report["files"], report["duration_s"]
+    click.echo(f"{path}")
+    click.echo(f"  audio files   {files['audio']} ({files['decodable']} decodable, {files['quarantined']} quarantined)")
+    click.echo(f"  total         {report['total_hours']:.3f} h in {report['works']} work(s)")
+    click.echo(f"  durations     min {durations['min']:.1f} s, median {durations['median']:.1f} s, max {durations['max']:.1f} s")
+    for label, count in durations["histogram"].items():
+        if count:
+            click.echo(f"    {label:>10}  {count:5d}  {'#' * min(60, count)}")
+    click.echo(f"  formats       {', '.join(f'{k} ×{v}' for k, v in report['formats'].items()) or '-'}")
+    click.echo(f"  sample rates  {', '.join(f'{k} Hz ×{v}' for k, v in report['sample_rates'].items()) or '-'}")
+    for reason, count in report["quarantine_reasons"].items():
+        click.echo(f"  quarantined   {reason} ×{count}")
+    verdict = report["readiness"]
+    click.echo(f"  ready_for_smoke: {str(verdict['ready_for_smoke']).lower()}")
+    for reason in verdict["reasons"]:
+        click.echo(f"    - {reason}")
+
+
+@data.command("check-ready")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Seconds a file needs to yield one evaluation query.")
+@PARAMS_OPTION
+@WORKERS_OPTION
+@JSON_OPTION
+def data_check_ready(path: str, query_duration: float, params_path: str, workers: int | None, as_json: bool) -> None:
+    """Exit 0 if PATH has ≥2 decodable files and ≥2 files as long as a query; else exit 1 with why."""
+    from musicid.data.inspect import readiness
+
+    scan = _scan(path, params_path, workers)
+    verdict = readiness([t["duration_s"] for t in scan.tracks], query_duration)
+    if as_json:
+        _emit_json(verdict)
+    elif verdict["ready_for_smoke"]:
+        click.echo(f"ready_for_smoke: {verdict['decodable_files']} decodable, {verdict['files_long_enough']} ≥ {query_duration:g} s")
+    else:
+        click.echo("not ready: " + "; ".join(verdict["reasons"]), err=True)
+    sys.exit(0 if verdict["ready_for_smoke"] else 1)
+
+
+@data.command("validate")
+@click.argument("manifest_dir", type=click.Path())
+@JSON_OPTION
+def data_validate(manifest_dir: str, as_json: bool) -> None:
+    """Check a manifest folder's structure and that no track, work or audio crosses splits."""
+    from musicid.data.splits import validate_manifests
+
+    report = validate_manifests(manifest_dir)
+    if as_json:
+        _emit_json(report)
+    elif report["ok"]:
+        click.echo("ok: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()))
+    else:
+        for problem in report["problems"]:
+            click.echo(f"problem: {problem}", err=True)
+    sys.exit(0 if report["ok"] else 1)
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(dir_okay=False))
+@PARAMS_OPTION
+@click.option("--seed", type=int, default=None, help="Override synth.seed.")
+@click.option("--n-works", type=click.IntRange(1), default=None, help="Override synth.n_works.")
+@click.option("--versions", type=click.IntRange(1), default=None, help="Override synth.versions_per_work.")
+def data_synth(out: str, params_path: str, seed: int | None, n_works: int | None, versions: int | None) -> None:
+    """Write a synthetic music archive (works × versions, FLAC/OGG/WAV + metadata.csv) to OUT."""
+    from musicid.config import SynthConfig, load_params
+    from musicid.data.synth import build_archive
+
+    cfg = load_params(params_path).synth if Path(params_path).exists() else SynthConfig()
+    overrides = {"seed": seed, "n_works": n_works, "versions_per_work": versions}
+    cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    rows = build_archive(cfg, Path(out))
+    click.echo(f"wrote {out}: {len(rows)} tracks, {sum(float(r['duration']) for r in rows) / 3600:.2f} h")
+
+
+# --- store --------------------------------------------------------------------------------------
+
+
+@main.group()
+def store() -> None:
+    """Look into Zarr window stores written by the shards stage."""
+
+
+@store.command("info")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@JSON_OPTION
+def store_info(path: str, as_json: bool) -> None:
+    """Rows, window size, dtype, compressor, files and bytes of a store."""
+    from musicid.store import store_summary
+
+    summary = store_summary(path)
+    if as_json:
+        _emit_json(summary)
+    else:
+        for key, value in summary.items():
+            click.echo(f"{key:>16}  {value}")
+
+
+# --- pipeline stages ----------------------------------------------------------------------------
+
+
+def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
+    @PARAMS_OPTION
+    @WORKERS_OPTION
+    def command(params_path: str, workers: int | None) -> None:
+        from musicid.config import load_params
+
+        run(load_params(params_path), workers=workers)
+
+    command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."
+    return click.command(name)(command)
+
+
+@main.group()
+def stage() -> None:
+    """Pipeline stages as dvc.yaml runs them. Use `dvc repro` to run only what is stale."""
+
+
+def _register_stages() -> None:
+    from musicid.stages import STAGES
+
+    for name, run in STAGES.items():
+        stage.add_command(_stage_command(name, run))
+
+
+_register_stages()
+
+if __name__ == "__main__":
+    main()

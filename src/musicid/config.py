@@ -1,0 +1,152 @@
+"""Load and validate params.yaml into one typed, frozen object.
+
+Every stage reads its section from here, so a typo or out-of-range value fails before any work is
+done, with a one-line message that names the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from musicid.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthConfig(Section):
+    """Synthetic music archive: `n_works` compositions, each rendered as several versions."""
+
+    seed: int = 0
+    n_works: int = Field(40, ge=1)
+    versions_per_work: int = Field(3, ge=1, le=26)
+    min_duration_s: float = Field(20.0, gt=0)
+    max_duration_s: float = Field(90.0, gt=0)
+    formats: list[Literal["flac", "ogg", "wav"]] = Field(
+        default_factory=lambda: ["flac", "ogg", "wav"], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> "SynthConfig":
+        if self.max_duration_s < self.min_duration_s:
+            raise ValueError(
+                f"max_duration_s ({self.max_duration_s}) must be >= min_duration_s ({self.min_duration_s})"
+            )
+        return self
+
+
+class IngestConfig(Section):
+    """Where the raw audio comes from and what counts as usable audio."""
+
+    source: str = "data/raw/synthetic.tar.gz"
+    metadata: str = "metadata.csv"
+    min_duration_s: float = Field(1.0, ge=0)
+    silence_threshold_db: float = Field(-60.0, le=0)
+    max_silent_fraction: float = Field(0.95, gt=0, le=1)
+    query_duration_s: float = Field(10.0, gt=0)
+
+
+class PrepareConfig(Section):
+    """Split by work into train/val/test and plan evaluation queries on the held-out test works."""
+
+    seed: int = 0
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    query_lengths_s: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 3.0, 5.0, 10.0], min_length=1
+    )
+    queries_per_track: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> "PrepareConfig":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be < 1 so some works remain for training")
+        if any(length <= 0 for length in self.query_lengths_s):
+            raise ValueError("query_lengths_s must all be > 0")
+        return self
+
+
+class ShardsConfig(Section):
+    """Fixed-length windows at the model rate, written as sharded Zarr v3 stores."""
+
+    sample_rate: int = Field(8000, ge=1000, le=192000)
+    window_s: float = Field(2.0, gt=0)
+    hop_s: float = Field(2.0, gt=0)
+    dtype: Literal["float16", "float32", "int16"] = "float16"
+    compressor: Literal["none", "zstd", "blosc"] = "zstd"
+    level: int = Field(3, ge=0, le=22)
+    chunk_mb: float = Field(1.0, gt=0)
+    shard_mb: float = Field(64.0, gt=0)
+    splits: list[Literal["train", "val", "test"]] = Field(
+        default_factory=lambda: ["train", "val", "test"], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _level_fits_compressor(self) -> "ShardsConfig":
+        if self.compressor == "blosc" and self.level > 9:
+            raise ValueError(f"level {self.level} is out of range for blosc (allowed 0-9)")
+        if self.shard_mb < self.chunk_mb:
+            raise ValueError(f"shard_mb ({self.shard_mb}) must be >= chunk_mb ({self.chunk_mb})")
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+
+class Params(Section):
+    """All of params.yaml. Unknown sections and keys are refused."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
+
+
+def _format_error(error: dict[str, Any], source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "<root>"
+    if error["type"] == "extra_forbidden":
+        parent: type[BaseModel] = Params
+        for part in error["loc"][:-1]:
+            annotation = parent.model_fields[str(part)].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                parent = annotation
+        allowed = ", ".join(parent.model_fields)
+        return f"{source}: unknown key {key}; allowed keys here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"].startswith(("value_error", "assertion")):
+        return f"{source}: {key}: {message}"
+    return f"{source}: {key}: {message} (got {error.get('input')!r})"
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ConfigError naming the first bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc.errors()[0], source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read params.yaml (or another file); missing sections take their defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,1 @@
+"""Data sources, ingestion, inspection, manifests and splits."""

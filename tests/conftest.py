@@ -1,0 +1,65 @@
+"""Shared fixtures: small audio folders built on the fly (no network, no shared/ data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def tone(duration_s: float, sample_rate: int = 22050, freq: float = 220.0, seed: int = 0) -> np.ndarray:
+    """A decaying harmonic note train with a little noise: not silent, not constant."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * sample_rate)) / sample_rate
+    envelope = np.exp(-3.0 * (t % 0.5))
+    signal = sum(np.sin(2 * np.pi * freq * k * t) / k for k in (1, 2, 3))
+    return (0.3 * envelope * signal + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_audio(path: Path, duration_s: float, sample_rate: int = 22050, seed: int = 0, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(duration_s, sample_rate, 110.0 * (1 + seed % 5), seed), sample_rate, **kwargs)
+    return path
+
+
+@pytest.fixture
+def audio_folder(tmp_path: Path) -> Path:
+    """Six good files across three works plus one file of each bad kind."""
+    root = tmp_path / "music"
+    for work in range(3):
+        for version in range(2):
+            ext = ["wav", "flac"][version]
+            write_audio(root / f"w{work}" / f"w{work}_v{version}.{ext}", 4.0 + work, seed=work * 10 + version)
+    (root / "metadata.csv").write_text(
+        "file,track_id,work_id,version,title,style\n"
+        + "".join(
+            f"w{w}/w{w}_v{v}.{['wav', 'flac'][v]},w{w}_v{v},w{w},{v},Song {w},test\n" for w in range(3) for v in range(2)
+        )
+    )
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.wav").write_bytes(b"")
+    (root / "bad" / "not_audio.mp3").write_text("this is a text file with an audio extension\n")
+    sf.write(root / "bad" / "silent.wav", np.zeros(22050 * 3, dtype=np.float32), 22050)
+    write_audio(root / "bad" / "short.wav", 0.3)
+    good = write_audio(tmp_path / "whole.wav", 3.0).read_bytes()
+    (root / "bad" / "truncated.wav").write_bytes(good[: len(good) // 2])
+    flac = write_audio(tmp_path / "whole.flac", 3.0, seed=3).read_bytes()
+    (root / "bad" / "corrupt.flac").write_bytes(flac[:200] + bytes(len(flac) - 200))
+    (root / "notes.txt").write_text("not audio, ignored\n")
+    return root
+
+
+BAD_FILES = {
+    "bad/empty.wav": "empty_file",
+    "bad/not_audio.mp3": "undecodable",
+    "bad/silent.wav": "silent",
+    "bad/short.wav": "too_short",
+    "bad/truncated.wav": "truncated",
+    "bad/corrupt.flac": "undecodable",
+}

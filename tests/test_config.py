@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from musicid.config import load_params, parse_params
+from musicid.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid_and_complete() -> None:
+    params = load_params(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # every key the code knows is spelled out in params.yaml, so users can find it
+    for section, model in params:
+        assert set(raw[section]) == set(type(model).model_fields), section
+    assert params.shards.window_samples == 16000
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"shards": {"compressor": "lz5"}}, "shards.compressor: Input should be 'none', 'zstd' or 'blosc' (got 'lz5')"),
+        ({"shards": {"dtype": "int8"}}, "shards.dtype: Input should be 'float16', 'float32' or 'int16'"),
+        ({"shards": {"compressor": "blosc", "level": 12}}, "level 12 is out of range for blosc (allowed 0-9)"),
+        ({"shards": {"windw_s": 1}}, "unknown key shards.windw_s; allowed keys here: sample_rate, window_s"),
+        ({"shard": {}}, "unknown key shard; allowed keys here: synth, ingest, prepare, shards"),
+        ({"prepare": {"val_fraction": 0.5, "test_fraction": 0.5}}, "val_fraction + test_fraction must be < 1"),
+        ({"synth": {"n_works": 0}}, "synth.n_works: Input should be greater than or equal to 1 (got 0)"),
+        ({"synth": {"formats": ["mp3"]}}, "synth.formats.0: Input should be 'flac', 'ogg' or 'wav' (got 'mp3')"),
+    ],
+)
+def test_bad_values_name_the_key_and_allowed_values(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_params(raw)
+    assert expected in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shards: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_config_is_frozen() -> None:
+    params = parse_params({})
+    with pytest.raises(Exception):
+        params.shards.dtype = "float32"  # type: ignore[misc]

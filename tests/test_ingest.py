@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import BAD_FILES
+
+from musicid.config import IngestConfig
+from musicid.data.ingest import ingest, scan_folder
+from musicid.data.inspect import summarize
+
+CFG = IngestConfig(query_duration_s=5.0)
+
+
+def test_bad_files_are_quarantined_with_reason_and_the_rest_goes_on(audio_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ingested"
+    result = ingest(audio_folder, out, CFG, workers=2, progress=False)
+
+    reasons = {q["source_path"]: q["reason"] for q in result.quarantined}
+    assert reasons == BAD_FILES
+    assert sorted(t["track_id"] for t in result.tracks) == [f"w{w}_v{v}" for w in range(3) for v in range(2)]
+
+    catalog = json.loads((out / "catalog.json").read_text())["tracks"]
+    quarantine = json.loads((out / "quarantine.json").read_text())["files"]
+    assert len(catalog) == 6 and len(quarantine) == len(BAD_FILES)
+    # nothing is lost: every good file is in audio/, every bad one kept under quarantine/
+    for track in catalog:
+        assert (out / track["path"]).read_bytes() == (audio_folder / track["source_path"]).read_bytes()
+    for entry in quarantine:
+        assert (out / entry["path"]).is_file()
+        assert entry["reason"] and "detail" in entry
+    # the user's folder is untouched
+    assert (audio_folder / "bad" / "empty.wav").exists()
+
+
+def test_catalog_carries_metadata_and_measurements(audio_folder: Path) -> None:
+    result = scan_folder(audio_folder, CFG, workers=1, progress=False)
+    track = next(t for t in result.tracks if t["track_id"] == "w2_v1")
+    assert track["work_id"] == "w2" and track["version"] == 1 and track["title"] == "Song 2"
+    assert track["format"] == "FLAC" and track["sample_rate"] == 22050 and track["channels"] == 1
+    assert abs(track["duration_s"] - 6.0) < 1e-3
+    assert -40 < track["loudness_lufs"] < 0 and track["peak_dbfs"] <= 0
+    assert track["silent_fraction"] < 0.5
+    assert len(track["content_hash"]) == 64 and len(track["sha256"]) == 64
+
+
+def test_folder_without_metadata_uses_paths(tmp_path: Path) -> None:
+    from conftest import write_audio
+
+    write_audio(tmp_path / "a" / "song.wav", 2.0)
+    write_audio(tmp_path / "a" / "song.flac", 2.0, seed=1)
+    result = scan_folder(tmp_path, CFG, workers=1, progress=False)
+    assert sorted(t["track_id"] for t in result.tracks) == ["a/song.flac", "a/song.wav"]
+    assert all(t["work_id"] == t["track_id"] for t in result.tracks)
+
+
+def test_inspect_summary_and_readiness(audio_folder: Path) -> None:
+    report = summarize(scan_folder(audio_folder, CFG, workers=1, progress=False), query_duration_s=5.0)
+    assert report["files"] == {"audio": 12, "decodable": 6, "quarantined": 6, "non_audio": 2}
+    assert report["works"] == 3
+    assert report["readiness"]["ready_for_smoke"] is True
+    assert report["readiness"]["files_long_enough"] == 4  # durations 4,4,5,5,6,6
+    assert sum(report["duration_s"]["histogram"].values()) == 6
+
+    strict = summarize(scan_folder(audio_folder, CFG, workers=1, progress=False), query_duration_s=5.5)
+    assert strict["readiness"]["ready_for_smoke"] is True
+    too_long = summarize(scan_folder(audio_folder, CFG, workers=1, progress=False), query_duration_s=7.0)
+    assert too_long["readiness"]["ready_for_smoke"] is False
+    assert "at least 7 s long" in too_long["readiness"]["reasons"][0]

@@ -1,0 +1,80 @@
+"""Build one split's Zarr store from a manifest: decode → mono → model rate → fixed windows."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from musicid.audio import decode, to_model_rate
+from musicid.config import ShardsConfig
+
+
+def frame_windows(signal: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, window) windows starting every `hop` samples, and their start samples.
+
+    The tail that does not fill a window is dropped; a signal shorter than one window is
+    zero-padded to exactly one window so no track disappears from a split.
+    """
+    if len(signal) < window:
+        signal = np.pad(signal, (0, window - len(signal)))
+    starts = np.arange(0, len(signal) - window + 1, hop, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(signal, window)[starts]
+    return np.ascontiguousarray(windows, dtype=np.float32), starts
+
+
+def _track_windows(args: tuple[str, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    path, sample_rate, window, hop = args
+    audio = decode(path)
+    signal = to_model_rate(audio.samples, audio.sample_rate, sample_rate)
+    return frame_windows(signal, window, hop)
+
+
+def iter_track_windows(
+    tracks: list[dict[str, Any]], audio_root: Path, cfg: ShardsConfig, workers: int, desc: str
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (track position, windows, start samples) in manifest order, decoding in parallel."""
+    jobs = [(str(audio_root / t["path"]), cfg.sample_rate, cfg.window_samples, cfg.hop_samples) for t in tracks]
+    with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for position, (windows, starts) in enumerate(pool.map(_track_windows, jobs)):
+                    bar.update()
+                    yield position, windows, starts
+        else:
+            for position, job in enumerate(jobs):
+                windows, starts = _track_windows(job)
+                bar.update()
+                yield position, windows, starts
+
+
+def build_split_store(
+    tracks: list[dict[str, Any]], audio_root: str | Path, out_path: str | Path, cfg: ShardsConfig,
+    workers: int = 1, split: str = "",
+) -> int:
+    """Write the store for one split; returns the number of windows (rows)."""
+    from musicid.store.writer import ShardWriter
+
+    track_ids = [t["track_id"] for t in tracks]
+    work_ids = sorted({t["work_id"] for t in tracks})
+    work_index = {work: i for i, work in enumerate(work_ids)}
+    rows = 0
+    attrs = {"split": split, "source_paths": [t["path"] for t in tracks]}
+    with ShardWriter(out_path, cfg=cfg, track_ids=track_ids, work_ids=work_ids, attrs=attrs) as writer:
+        for position, windows, starts in iter_track_windows(
+            tracks, Path(audio_root), cfg, workers, desc=f"shards: {split or Path(out_path).stem}"
+        ):
+            n = len(windows)
+            writer.add(
+                windows,
+                {
+                    "track_index": np.full(n, position, dtype=np.int32),
+                    "work_index": np.full(n, work_index[tracks[position]["work_id"]], dtype=np.int32),
+                    "start_s": (starts / cfg.sample_rate).astype(np.float32),
+                },
+            )
+            rows += n
+    return rows

@@ -20,7 +20,7 @@ SHARDS = Path("data/shards")
 def synth(params: Params, workers: int | None = None) -> None:
     from musicid.data.synth import build_archive
 
-    build_archive(params.synth, RAW_ARCHIVE)
+    build_archive(params.synth, RAW_ARCHIVE, workers=workers)
 
 
 def ingest(params: Params, workers: int | None = None) -> None:

@@ -25,12 +25,17 @@ demo: install
 	@start=$$(date +%s); \
 	dvc repro && \
 	echo && echo "dvc status (should report no changes):" && dvc status && \
-	echo && echo "== demo finished in $$(( $$(date +%s) - start )) s ==" && \
+	echo && echo "== pipeline finished in $$(( $$(date +%s) - start )) s ==" && \
 	musicid data inspect data/ingested && \
 	musicid data validate data/manifests && \
 	for split in train val test; do echo "-- data/shards/$$split.zarr"; musicid store info data/shards/$$split.zarr; done && \
-	echo && echo "Results: data/raw/ (archive), data/ingested/ (catalog.json, quarantine.json), data/manifests/," && \
-	echo "         data/shards/*.zarr, reports/ingest/ (inspect.json, durations.png). See README.md."
+	echo && echo "== evaluation on held-out tracks (reports/eval/metrics.json) ==" && musicid metrics && \
+	$(BIN)/python -c "import json, soundfile as sf; t = json.loads(open('data/manifests/test.jsonl').readline()); \
+	a, r = sf.read('data/ingested/' + t['path']); sf.write('reports/demo-clip.wav', a[12 * r:17 * r], r); \
+	print('\n== identify a 5 s clip cut at 12 s from', t['track_id'], '==')" && \
+	musicid identify reports/demo-clip.wav --top 3 && \
+	echo && echo "Results: data/ (archive, catalog, manifests, shards, index), models/fingerprinter/," && \
+	echo "         reports/ (ingest, train, eval: metrics + plots). See README.md."
 
 test: install
 	$(BIN)/python -m pytest

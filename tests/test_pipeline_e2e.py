@@ -23,8 +23,13 @@ TINY_PARAMS = {
     "synth": {"seed": 3, "n_works": 4, "versions_per_work": 2, "min_duration_s": 4.0, "max_duration_s": 6.0},
     "ingest": {"query_duration_s": 2.0},
     "prepare": {"val_fraction": 0.25, "test_fraction": 0.25, "query_lengths_s": [1, 2], "queries_per_track": 1},
-    "shards": {"window_s": 1.0, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
+    "shards": {"window_s": 1.5, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
+    "model": {"n_mels": 32, "channels": [8, 16, 16], "hidden": 64, "embedding_dim": 16},
+    "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_queries": 8, "device": "cpu"},
+    "index": {"checkpoint_every_refs": 3, "device": "cpu"},
+    "evaluate": {"conditions": ["noise", "speed"], "max_queries": 4},
 }
+STAGES = ("synth", "ingest", "prepare", "shards", "train", "index", "evaluate")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -63,12 +68,12 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _ran(output: str) -> set[str]:
-    return {stage for stage in ("synth", "ingest", "prepare", "shards") if f"Running stage '{stage}'" in output}
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
 
 
-def test_repro_through_shards_then_only_changed_stage_reruns(repo: Path, tmp_path: Path) -> None:
+def test_full_repro_then_only_changed_stages_rerun(repo: Path, tmp_path: Path) -> None:
     env = _env(tmp_path)
-    assert _ran(_run(["dvc", "repro"], repo, env)) == {"synth", "ingest", "prepare", "shards"}
+    assert _ran(_run(["dvc", "repro"], repo, env)) == set(STAGES)
     assert "up to date" in _run(["dvc", "status"], repo, env)
 
     catalog = json.loads((repo / "data/ingested/catalog.json").read_text())["tracks"]
@@ -80,19 +85,38 @@ def test_repro_through_shards_then_only_changed_stage_reruns(repo: Path, tmp_pat
     split_tracks = {}
     for split in ("train", "val", "test"):
         group = open_store(repo / f"data/shards/{split}.zarr")
-        assert group.attrs["sample_rate"] == 8000 and group.attrs["window_samples"] == 8000
+        assert group.attrs["sample_rate"] == 8000 and group.attrs["window_samples"] == 12000
         split_tracks[split] = set(group.attrs["track_ids"])
         rows = group["waveform"].shape[0]
-        # each 4-6 s track gives (duration - 1) / 0.5 + 1 windows of 1 s at hop 0.5 s
-        assert 7 * len(split_tracks[split]) <= rows <= 11 * len(split_tracks[split])
+        # each 4-6 s track gives (duration - 1.5) / 0.5 + 1 windows of 1.5 s at hop 0.5 s
+        assert 6 * len(split_tracks[split]) <= rows <= 10 * len(split_tracks[split])
         waveform = read_windows(repo / f"data/shards/{split}.zarr", np.arange(rows))
         assert np.abs(waveform).max() > 0.05  # real audio, not zeros
     assert not (split_tracks["train"] & split_tracks["test"])
 
+    metrics = json.loads((repo / "reports/eval/metrics.json").read_text())
+    assert metrics["queries"] == 4 * 2 and set(metrics["by_condition"]) == {"noise", "speed"}
+    assert 0.0 <= metrics["main"]["top1"] <= 1.0 and metrics["latency_ms"]["p95"] > 0
+    model_config = json.loads((repo / "models/fingerprinter/config.json").read_text())
+    assert json.loads((repo / "data/index/meta.json").read_text())["model_signature"] == model_config["signature"]
+    assert (repo / "reports/eval/hit_rate.png").stat().st_size > 0
+    plots = _run(["dvc", "plots", "show", "--json"], repo, env)
+    assert "Hit rate vs query length" in plots and "main_top1" in plots and "val_top1" in plots
+
+    # identify a clip cut from an indexed synthetic track, through the CLI contract
+    import soundfile as sf
+
+    ref = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
+    audio, rate = sf.read(repo / "data/ingested" / ref["path"])
+    sf.write(tmp_path / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)
+    line = json.loads(_run(["musicid", "identify", str(tmp_path / "clip.wav"), "--json"], repo, env).strip().splitlines()[-1])
+    assert line["query"] == str(tmp_path / "clip.wav") and line["matches"]
+    assert {"ref", "score", "offset_s"} <= set(line["matches"][0])
+
     _set_params(repo, shards={"dtype": "float32"})
     status = _run(["dvc", "status"], repo, env)
     assert "shards:" in status and "prepare:" not in status and "ingest:" not in status
-    assert _ran(_run(["dvc", "repro"], repo, env)) == {"shards"}
+    assert _ran(_run(["dvc", "repro"], repo, env)) == {"shards", "train", "index", "evaluate"}
     assert open_store(repo / "data/shards/train.zarr")["waveform"].dtype == np.float32
     assert "up to date" in _run(["dvc", "status"], repo, env)
 
@@ -107,7 +131,7 @@ def test_folder_source_with_a_corrupt_file_quarantines_it_and_succeeds(repo: Pat
     victim.write_bytes(victim.read_bytes()[:100] + b"\0" * 5000)
     _set_params(repo, ingest={"source": "music"})
 
-    _run(["dvc", "repro"], repo, env)
+    _run(["dvc", "repro", "shards"], repo, env)
     quarantine = json.loads((repo / "data/ingested/quarantine.json").read_text())["files"]
     assert [(q["source_path"], q["reason"]) for q in quarantine] == [
         (victim.relative_to(music).as_posix(), "undecodable")

@@ -179,6 +179,128 @@ def store_info(path: str, as_json: bool) -> None:
             click.echo(f"{key:>16}  {value}")
 
 
+# --- index and identify -------------------------------------------------------------------------
+
+DEFAULT_MODEL = "models/fingerprinter"
+DEFAULT_INDEX = "data/index"
+
+
+def resolve_model_path(value: str) -> Path:
+    """Where the model named on the command line lives (today: a folder; later: registry URIs)."""
+    return Path(value)
+
+
+def _log_to_stderr() -> None:
+    """Show musicid's progress notes and warnings (resuming, skipped files) as plain stderr lines."""
+    import logging
+
+    logger = logging.getLogger("musicid")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@main.group("index")
+def index_group() -> None:
+    """Build the reference index (FAISS) that `musicid identify` searches."""
+
+
+@index_group.command("build")
+@click.argument("audio_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, help="Model folder.")
+@PARAMS_OPTION
+@click.option("--kind", type=click.Choice(["flat", "ivf_flat", "ivf_pq"]), default=None,
+              help="Override index.kind (flat = exact inner product).")
+def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind: str | None) -> None:
+    """Embed every audio file under AUDIO_DIR (named by relative path) into an index at --out.
+
+    Index settings come from params.yaml's `index` section (defaults without it). An interrupted
+    build resumes from `<out>.partial/` when rerun with the same model and files.
+    """
+    import time
+
+    from musicid.config import IndexConfig, load_params
+    from musicid.index import build_index, index_refs_from_folder
+    from musicid.models.io import load_model
+
+    _log_to_stderr()
+    cfg = load_params(params_path).index if Path(params_path).exists() else IndexConfig()
+    if kind is not None:
+        cfg = cfg.model_copy(update={"kind": kind})
+    refs = index_refs_from_folder(audio_dir)
+    loaded = load_model(resolve_model_path(model), cfg.device)
+    started = time.perf_counter()
+    meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - started
+    speed = meta["hours"] * 3600 / seconds if seconds > 0 else float("inf")
+    click.echo(
+        f"index ({meta['kind']}): {meta['n_refs']} refs, {meta['n_vectors']} vectors, {meta['hours']:.3f} h "
+        f"in {seconds:.1f} s ({speed:.0f}× real time) → {out_dir}"
+    )
+    for skipped in meta.get("skipped", []):
+        click.echo(f"  skipped {skipped['ref']}: {skipped['reason']}: {skipped['detail']}")
+
+
+@main.command("identify")
+@click.argument("queries", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--index", "index_dir", default=DEFAULT_INDEX, show_default=True, type=click.Path(file_okay=False),
+              help="Index folder (musicid index build / dvc repro index).")
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, help="Model folder.")
+@click.option("--top", type=click.IntRange(1), default=None, help="Matches per query [default: identify.top, 5].")
+@PARAMS_OPTION
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON line per query: {"query", "matches": [{"ref", "score", "offset_s"}]} or "error".')
+def identify(queries: tuple[str, ...], index_dir: str, model: str, top: int | None, params_path: str,
+             as_json: bool) -> None:
+    """Identify each QUERY audio file: best matching references, score and offset, best first.
+
+    The model and index are loaded once for all queries. A query that cannot be decoded is
+    reported (with --json: an "error" field and no matches) and the others are still answered.
+    score is the offset-consistent similarity per query segment (1.0 = perfect); offset_s is where
+    in the reference the query starts.
+
+    Exit status: 0 when every query was answered, 1 when any query could not be decoded, 2 when
+    the model or index cannot be used.
+    """
+    from musicid.config import IdentifyConfig, load_params
+    from musicid.identify import Identifier
+
+    cfg = load_params(params_path).identify if Path(params_path).exists() else IdentifyConfig()
+    identifier = Identifier.load(resolve_model_path(model), index_dir, cfg)
+    failed = 0
+    for query in queries:
+        result = identifier.identify_path(query, top=top)
+        failed += "error" in result
+        if as_json:
+            click.echo(json.dumps(result))
+            continue
+        click.echo(query)
+        if "error" in result:
+            click.echo(f"  error: {result['error']}")
+        elif not result["matches"]:
+            click.echo("  no match")
+        for rank, match in enumerate(result["matches"], 1):
+            click.echo(f"  {rank:2d}. {match['score']:.3f}  {match['ref']}  @ {match['offset_s']:.2f} s")
+    sys.exit(1 if failed else 0)
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+@main.command("metrics")
+@click.argument("path", default="reports/eval/metrics.json", type=click.Path(exists=True, dir_okay=False))
+def metrics_table(path: str) -> None:
+    """Print the hit-rate table (top-1 per condition × query length) of an evaluation report."""
+    from musicid.fsutil import read_json
+    from musicid.stages import format_hit_table
+
+    click.echo(format_hit_table(read_json(path)))
+
+
 # --- pipeline stages ----------------------------------------------------------------------------
 
 
@@ -188,6 +310,7 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
     def command(params_path: str, workers: int | None) -> None:
         from musicid.config import load_params
 
+        _log_to_stderr()
         run(load_params(params_path), workers=workers)
 
     command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."

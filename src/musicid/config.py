@@ -105,6 +105,97 @@ class ShardsConfig(Section):
         return int(round(self.hop_s * self.sample_rate))
 
 
+Device = Literal["auto", "cpu", "cuda"]
+NoiseKind = Literal["pink", "brown", "babble", "music", "hum"]
+
+
+class ModelConfig(Section):
+    """Fingerprinter network: log-mel front-end, separable conv encoder, L2-normalised embedding."""
+
+    segment_s: float = Field(1.0, gt=0)
+    n_fft: int = Field(1024, ge=64)
+    hop_length: int = Field(256, ge=16)
+    n_mels: int = Field(64, ge=16)
+    f_min: float = Field(300.0, ge=0)
+    f_max: float = Field(4000.0, gt=0)
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 128], min_length=1)
+    hidden: int = Field(512, ge=8)
+    embedding_dim: int = Field(128, ge=4)
+
+    @model_validator(mode="after")
+    def _head_divides(self) -> "ModelConfig":
+        if self.hidden % self.embedding_dim:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of embedding_dim ({self.embedding_dim})")
+        if self.f_max <= self.f_min:
+            raise ValueError(f"f_max ({self.f_max}) must be > f_min ({self.f_min})")
+        return self
+
+
+class TrainConfig(Section):
+    """Contrastive training on (clean segment, degraded copy) pairs with NT-Xent."""
+
+    seed: int = 0
+    device: Device = "auto"
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(30, ge=1)
+    batch_size: int = Field(96, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.05, gt=0)
+    max_shift_s: float = Field(0.25, ge=0)  # positive segment offset from its anchor (within the index hop)
+    snr_db_min: float = 0.0
+    snr_db_max: float = 10.0
+    noise_kinds: list[NoiseKind] = Field(
+        default_factory=lambda: ["pink", "brown", "babble", "music", "hum"], min_length=1
+    )
+    reverb_prob: float = Field(0.5, ge=0, le=1)
+    bandlimit_prob: float = Field(0.5, ge=0, le=1)
+    codec_prob: float = Field(0.3, ge=0, le=1)
+    val_queries: int = Field(256, ge=8)
+    patience: int = Field(4, ge=1)  # epochs without validation improvement before stopping
+
+    @model_validator(mode="after")
+    def _snr_ordered(self) -> "TrainConfig":
+        if self.snr_db_max < self.snr_db_min:
+            raise ValueError(f"snr_db_max ({self.snr_db_max}) must be >= snr_db_min ({self.snr_db_min})")
+        return self
+
+
+class IndexConfig(Section):
+    """Reference embeddings every `hop_s` in a FAISS index (exact by default)."""
+
+    hop_s: float = Field(0.5, gt=0)
+    kind: Literal["flat", "ivf_flat", "ivf_pq"] = "flat"
+    nlist: int = Field(256, ge=1)
+    nprobe: int = Field(16, ge=1)
+    pq_m: int = Field(16, ge=1)
+    checkpoint_every_refs: int = Field(50, ge=1)
+    batch_size: int = Field(256, ge=1)
+    device: Device = "auto"
+
+
+class IdentifyConfig(Section):
+    """Query side: segment hop, neighbours per segment and offset-consistent voting."""
+
+    query_hop_s: float = Field(0.25, gt=0)
+    neighbors: int = Field(20, ge=1)
+    top: int = Field(5, ge=1)
+    offset_bin_s: float = Field(0.5, gt=0)
+
+
+class EvaluateConfig(Section):
+    """Degraded queries on held-out tracks; metrics per query length and condition."""
+
+    seed: int = 0
+    conditions: list[Literal["noise", "noise_reverb", "codec_noise", "telephone", "speed", "pitch"]] = Field(
+        default_factory=lambda: ["noise", "noise_reverb", "codec_noise", "telephone", "speed", "pitch"], min_length=1
+    )
+    snr_db_min: float = 0.0
+    snr_db_max: float = 10.0
+    max_queries: int = Field(0, ge=0)  # 0 = every planned query
+    offset_tolerance_s: float = Field(0.5, gt=0)
+
+
 class Params(Section):
     """All of params.yaml. Unknown sections and keys are refused."""
 
@@ -112,6 +203,11 @@ class Params(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 def _format_error(error: dict[str, Any], source: str) -> str:

@@ -108,6 +108,8 @@ def decode(path: str | Path) -> DecodedAudio:
     except Exception as sf_error:  # libsndfile raises several types; any of them means "try ffmpeg"
         try:
             audio = _decode_audioread(path)
+            if audio.frames == 0:
+                raise ValueError("no samples decoded")
         except Exception as ar_error:
             raise DecodeError(
                 "undecodable",

@@ -92,7 +92,7 @@ def _probe(args: tuple[str, str, float, float, float]) -> dict[str, Any]:
 def _audio_files(root: Path) -> tuple[list[str], list[str]]:
     audio, other = [], []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
+        if path.is_file():  # symlinks to files count (a curated folder of links is common)
             rel = path.relative_to(root).as_posix()
             (audio if is_audio_path(path) else other).append(rel)
     return audio, other
@@ -170,10 +170,14 @@ def scan_source(source: str | Path, cfg: IngestConfig, workers: int | None = Non
 
 
 def _transfer(root: Path, rel: str, dest_root: Path, move: bool) -> None:
-    """Move files out of our own extraction folder; copy from a user's folder (never touch it)."""
+    """Move files out of our own extraction folder; copy from a user's folder (never touch it).
+
+    Symlinks are always copied as the file they point to, so no link ends up in an artifact.
+    """
     target = dest_root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    (shutil.move if move else shutil.copy2)(root / rel, target)
+    source = root / rel
+    (shutil.move if move and not source.is_symlink() else shutil.copy2)(source, target)
 
 
 def ingest(source: str | Path, out_dir: str | Path, cfg: IngestConfig, workers: int | None = None, progress: bool = True) -> ScanResult:

@@ -15,6 +15,11 @@ INGESTED = Path("data/ingested")
 INGEST_REPORT = Path("reports/ingest")
 MANIFESTS = Path("data/manifests")
 SHARDS = Path("data/shards")
+MODEL = Path("models/fingerprinter")
+TRAIN_REPORT = Path("reports/train")
+CHECKPOINTS = Path(".musicid/checkpoints")
+INDEX = Path("data/index")
+EVAL_REPORT = Path("reports/eval")
 
 
 def synth(params: Params, workers: int | None = None) -> None:
@@ -65,4 +70,64 @@ def shards(params: Params, workers: int | None = None) -> None:
         print(f"shards: {split}: {summary['rows']} windows, {summary['file_count']} files → {SHARDS}/{split}.zarr")
 
 
-STAGES = {"synth": synth, "ingest": ingest, "prepare": prepare, "shards": shards}
+def train(params: Params, workers: int | None = None) -> None:
+    from musicid.train.fingerprinter import train_fingerprinter
+
+    with atomic_dir(TRAIN_REPORT) as report:
+        result = train_fingerprinter(
+            SHARDS / "train.zarr", SHARDS / "val.zarr", params.model, params.train, MODEL, report, CHECKPOINTS,
+            index_hop_s=params.index.hop_s,
+        )
+    print(f"train: best epoch {result.best_epoch} (val top-1 {result.best['val_top1']:.3f}), signature {result.signature} → {MODEL}")
+
+
+def index(params: Params, workers: int | None = None) -> None:
+    from musicid.index import build_index, index_refs_from_manifest
+    from musicid.models.io import load_model
+
+    loaded = load_model(MODEL, params.index.device)
+    meta = build_index(index_refs_from_manifest(MANIFESTS / "refs.jsonl", INGESTED), loaded, INDEX, params.index)
+    print(f"index: {meta['n_refs']} refs, {meta['n_vectors']} vectors ({meta['kind']}) → {INDEX}")
+
+
+def evaluate(params: Params, workers: int | None = None) -> None:
+    from musicid.evaluate.run import evaluate_queries, summarize, write_reports
+    from musicid.fsutil import read_jsonl
+    from musicid.identify import Identifier
+    from musicid.index import load_index
+    from musicid.models.io import load_model
+
+    loaded = load_model(MODEL, params.index.device)
+    identifier = Identifier(loaded, load_index(INDEX, expected_signature=loaded.signature), params.identify)
+    rows = evaluate_queries(
+        read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier.identify_signal, loaded.spec.sample_rate,
+        params.evaluate,
+    )
+    metrics = summarize(rows, list(params.evaluate.conditions))
+    metrics["model_signature"] = loaded.signature
+    with atomic_dir(EVAL_REPORT) as staging:
+        write_reports(rows, metrics, staging, list(params.evaluate.conditions))
+    print(format_hit_table(metrics))
+
+
+def format_hit_table(metrics: dict) -> str:
+    """Top-1 per condition and query length, as printed at the end of `evaluate` and `make demo`."""
+    conditions = list(metrics["by_condition"])
+    lengths = sorted(metrics["main"]["by_length"], key=lambda label: float(label.rstrip("s")))
+    lines = [f"{'top-1':<14}" + "".join(f"{length:>8}" for length in lengths)]
+    for condition in conditions:
+        cells = metrics["by_condition"][condition]
+        lines.append(f"{condition:<14}" + "".join(f"{cells[length]['top1']:>8.3f}" for length in lengths))
+    lines.append(f"{'main (top-1)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top1']:>8.3f}" for l in lengths))
+    lines.append(f"{'main (top-5)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top5']:>8.3f}" for l in lengths))
+    lines.append(
+        f"queries {metrics['queries']}, offset accuracy {metrics['offset_accuracy']:.3f}, "
+        f"latency p50 {metrics['latency_ms']['p50']:.1f} ms / p95 {metrics['latency_ms']['p95']:.1f} ms"
+    )
+    return "\n".join(lines)
+
+
+STAGES = {
+    "synth": synth, "ingest": ingest, "prepare": prepare, "shards": shards,
+    "train": train, "index": index, "evaluate": evaluate,
+}

@@ -1,0 +1,132 @@
+"""Index scaling: query latency and memory vs catalog size, plus indexing throughput with a model.
+
+Part 1 (synthetic embeddings, no model): catalogs of 1k / 10k / 100k tracks with
+`--track-seconds` of audio each (one vector per index hop). Each query is a 10 s clip: its segment
+embeddings are the stored vectors of a random track at a random offset plus noise, searched with
+`--neighbors` per segment and aggregated by the same offset voting `musicid identify` uses.
+Reports build time, index bytes, bytes per hour of audio, latency p50/p95 and top-1.
+
+Part 2 (`--model DIR`): embeds synthetic music with a trained fingerprinter and reports indexing
+throughput in × real time on this machine.
+
+    .venv/bin/python benchmarks/index_scaling.py                      # 1k, 10k, 100k tracks
+    .venv/bin/python benchmarks/index_scaling.py --model models/fingerprinter --tracks 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import faiss
+import numpy as np
+
+from musicid.identify.voting import vote
+
+
+def make_catalog(n_tracks: int, vectors_per_track: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    data = rng.standard_normal((n_tracks * vectors_per_track, dim), dtype=np.float32)
+    faiss.normalize_L2(data)
+    return data
+
+
+def build(kind: str, data: np.ndarray, nlist: int, pq_m: int) -> faiss.Index:
+    dim = data.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        sample = data[np.random.default_rng(0).choice(len(data), min(len(data), nlist * 64), replace=False)]
+        index.train(sample)
+        index.nprobe = 16
+    index.add(data)
+    return index
+
+
+def run_scaling(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(0)
+    per_track = int(args.track_seconds / args.hop_s)
+    query_segments = int((args.query_seconds - 1.0) / args.query_hop_s) + 1
+    print(f"catalog: {args.track_seconds:g} s per track → {per_track} vectors/track of {args.dim} float32; "
+          f"query {args.query_seconds:g} s → {query_segments} segments × {args.neighbors} neighbours; {faiss.omp_get_max_threads()} threads")
+    print(f"{'tracks':>8} {'kind':>9} {'vectors':>11} {'build s':>8} {'index MB':>9} {'MB/hour':>8} "
+          f"{'p50 ms':>8} {'p95 ms':>8} {'top-1':>6}")
+    for n_tracks in args.tracks:
+        data = make_catalog(n_tracks, per_track, args.dim, rng)
+        hours = n_tracks * args.track_seconds / 3600
+        kinds = [k for k in args.kinds if not (k == "flat" and len(data) * args.dim * 4 > args.max_flat_gb * 2**30)]
+        for kind in kinds:
+            began = time.perf_counter()
+            index = build(kind, data, args.nlist, args.pq_m)
+            build_s = time.perf_counter() - began
+            size = faiss.serialize_index(index).nbytes
+            latencies, hits = [], 0
+            for _ in range(args.queries):
+                track = int(rng.integers(n_tracks))
+                start = int(rng.integers(0, per_track - query_segments * args.query_hop_s / args.hop_s))
+                rows = track * per_track + start + (np.arange(query_segments) * args.query_hop_s / args.hop_s).astype(int)
+                query = data[rows] + rng.standard_normal((query_segments, args.dim), dtype=np.float32) * args.noise
+                faiss.normalize_L2(query)
+                began = time.perf_counter()
+                scores, ids = index.search(query, args.neighbors)
+                tracks = np.where(ids >= 0, ids // per_track, -1)
+                offsets = (ids % per_track) * args.hop_s
+                ranked = vote(scores, tracks, offsets, np.arange(query_segments) * args.query_hop_s, 0.5, 5)
+                latencies.append((time.perf_counter() - began) * 1000)
+                hits += bool(ranked) and ranked[0][0] == track
+            print(f"{n_tracks:>8} {kind:>9} {len(data):>11,} {build_s:>8.1f} {size / 2**20:>9.1f} {size / 2**20 / hours:>8.2f} "
+                  f"{np.percentile(latencies, 50):>8.2f} {np.percentile(latencies, 95):>8.2f} {hits / args.queries:>6.2f}")
+            del index
+        del data
+
+
+def run_throughput(args: argparse.Namespace) -> None:
+    from musicid.audio import to_model_rate
+    from musicid.config import SynthConfig
+    from musicid.data.synth import render_track_preview
+    from musicid.models.io import embed_signal, load_model
+
+    loaded = load_model(args.model, args.device)
+    audio, rate = render_track_preview(0, 0, SynthConfig(min_duration_s=60, max_duration_s=60))
+    signal = to_model_rate(audio, rate, loaded.spec.sample_rate)
+    embed_signal(loaded, signal[: loaded.spec.sample_rate * 5], args.hop_s)  # warm-up
+    began = time.perf_counter()
+    repeats = 3
+    for _ in range(repeats):
+        embeddings, _ = embed_signal(loaded, signal, args.hop_s)
+    seconds = time.perf_counter() - began
+    audio_s = repeats * len(signal) / loaded.spec.sample_rate
+    print(f"indexing throughput ({loaded.device}, hop {args.hop_s} s, model {loaded.signature}): "
+          f"{audio_s / seconds:.0f}× real time ({len(embeddings) * repeats / seconds:.0f} segments/s, embedding only; "
+          f"decode + resample excluded)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--kinds", nargs="+", default=["flat", "ivf_pq"], choices=["flat", "ivf_flat", "ivf_pq"])
+    parser.add_argument("--track-seconds", type=float, default=30.0)
+    parser.add_argument("--hop-s", type=float, default=0.5)
+    parser.add_argument("--query-seconds", type=float, default=10.0)
+    parser.add_argument("--query-hop-s", type=float, default=0.25)
+    parser.add_argument("--neighbors", type=int, default=20)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--nlist", type=int, default=1024)
+    parser.add_argument("--pq-m", type=int, default=16)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--noise", type=float, default=0.05, help="query embedding noise (std per dimension)")
+    parser.add_argument("--max-flat-gb", type=float, default=4.0, help="skip flat indexes larger than this")
+    parser.add_argument("--model", help="a model folder: also measure embedding throughput")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    if args.model:
+        run_throughput(args)
+    run_scaling(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: degraded queries on held-out tracks, hit rates, latency, plots."""

@@ -1,0 +1,368 @@
+"""Build a reference index: every reference track embedded every `hop_s`, in FAISS + an id map.
+
+Index folder:
+
+    index.faiss   faiss.write_index of IndexFlatIP / IndexIVFFlat / IndexIVFPQ (inner product)
+    ids.npz       track_index int32, offset_s float32: one row per FAISS id
+    refs.json     [{"ref": name, "duration_s": float}, ...]: track_index points here
+    meta.json     model_signature, embedding_dim, hop_s, sample_rate, kind, n_vectors, n_refs,
+                  hours, faiss_version (+ segment_s, nlist, nprobe, pq_m, pq_nbits, skipped)
+
+Embedding is the slow part, so it is resumable: embeddings accumulate in `<out_dir>.partial/`
+(`progress.json` + `part-00000.npz`, ...), one part flushed atomically every
+`checkpoint_every_refs` refs. A rerun with the same model signature, hop and refs list embeds
+only the refs not yet in a part; a partial folder made by anything else is discarded. The index
+itself is written atomically and the partial folder removed once it is in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from musicid.audio import DecodeError, decode, is_audio_path, to_model_rate
+from musicid.config import IndexConfig
+from musicid.errors import MusicidError
+from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, write_json
+from musicid.models.io import LoadedModel, embed_signal
+
+log = logging.getLogger("musicid.index")
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npz"
+REFS_FILE = "refs.json"
+META_FILE = "meta.json"
+PROGRESS_FILE = "progress.json"
+PARTIAL_SUFFIX = ".partial"
+# faiss k-means wants at least this many training points per centroid (it warns below it).
+MIN_POINTS_PER_CENTROID = 39
+TRAIN_SEED = 1234
+
+
+class RefIndexError(MusicidError):
+    """A reference index is missing, corrupt or cannot be built as configured."""
+
+
+class IndexSignatureError(RefIndexError):
+    """The index was built with another model than the one in use."""
+
+
+def partial_dir(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
+
+
+# --- reference lists ----------------------------------------------------------------------------
+
+
+def index_refs_from_folder(folder: str | Path) -> list[tuple[str, Path]]:
+    """Every audio file under `folder`, sorted, named by its POSIX path relative to `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RefIndexError(f"{folder}: not a folder of audio files")
+    refs = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and is_audio_path(path):  # symlinks to files count
+            refs.append((path.relative_to(folder).as_posix(), path))
+    return refs
+
+
+def index_refs_from_manifest(manifest_jsonl: str | Path, audio_root: str | Path) -> list[tuple[str, Path]]:
+    """(track_id, audio_root / path) for every row of a manifest such as data/manifests/refs.jsonl."""
+    manifest_jsonl, audio_root = Path(manifest_jsonl), Path(audio_root)
+    if not manifest_jsonl.is_file():
+        raise RefIndexError(f"{manifest_jsonl}: manifest not found (run `dvc repro prepare`)")
+    try:
+        rows = read_jsonl(manifest_jsonl)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RefIndexError(f"{manifest_jsonl}: not valid JSON lines: {exc}") from None
+    refs = []
+    for number, row in enumerate(rows, 1):
+        if "track_id" not in row or "path" not in row:
+            raise RefIndexError(f"{manifest_jsonl}: row {number} lacks track_id or path")
+        refs.append((str(row["track_id"]), audio_root / row["path"]))
+    return refs
+
+
+# --- embedding with checkpoints -----------------------------------------------------------------
+
+
+def _embed_ref(loaded: LoadedModel, path: Path, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Decode one reference and embed it: (embeddings (n, dim), starts_s (n,), duration_s).
+
+    Raises DecodeError for files that cannot be decoded.
+    """
+    audio = decode(path)
+    signal = to_model_rate(audio.samples, audio.sample_rate, loaded.spec.sample_rate)
+    embeddings, starts = embed_signal(loaded, signal, cfg.hop_s, cfg.batch_size)
+    return embeddings, starts, float(audio.duration_s)
+
+
+def _refs_digest(names: list[str]) -> str:
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+
+
+def _progress_header(loaded: LoadedModel, cfg: IndexConfig, names: list[str]) -> dict[str, Any]:
+    return {
+        "model_signature": loaded.signature,
+        "embedding_dim": int(loaded.spec.embedding_dim),
+        "sample_rate": int(loaded.spec.sample_rate),
+        "segment_s": float(loaded.spec.segment_s),
+        "hop_s": float(cfg.hop_s),
+        "n_refs": len(names),
+        "refs_sha256": _refs_digest(names),
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def _incompatibility(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """Why a partial folder cannot be resumed, or None when it can."""
+    if found.get("model_signature") != wanted["model_signature"]:
+        return (
+            f"it was embedded with model {found.get('model_signature')} but the model in use is "
+            f"{wanted['model_signature']}"
+        )
+    for key, label in (
+        ("embedding_dim", "embedding_dim"), ("sample_rate", "sample rate"), ("segment_s", "segment_s"),
+        ("hop_s", "hop_s"),
+    ):
+        if found.get(key) != wanted[key]:
+            return f"its {label} is {found.get(key)} but this build uses {wanted[key]}"
+    if found.get("refs_sha256") != wanted["refs_sha256"] or found.get("n_refs") != wanted["n_refs"]:
+        return f"it was made for another list of refs ({found.get('n_refs')} refs, now {wanted['n_refs']})"
+    return None
+
+
+def _save_part(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        with tmp.open("wb") as handle:  # a handle, so np.savez does not append ".npz" to the temp name
+            np.savez(handle, **arrays)
+
+
+def _read_part_refs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as part:
+        return part["ref_index_done"].astype(np.int64), part["duration_s"].astype(np.float64)
+
+
+def _open_partial(partial: Path, header: dict[str, Any]) -> list[str]:
+    """Validate (or start) the partial folder; return the part files that can be reused."""
+    progress_path = partial / PROGRESS_FILE
+    if partial.exists():
+        reason = None
+        try:
+            progress = read_json(progress_path)
+            reason = _incompatibility(progress, header)
+            parts = [str(name) for name in progress.get("parts", [])]
+            for name in parts:  # every listed part must be readable
+                _read_part_refs(partial / name)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            reason = f"it is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        if reason is None:
+            listed = set(parts) | {PROGRESS_FILE}
+            for stray in partial.iterdir():  # a part written but never listed (crash in between)
+                if stray.name not in listed:
+                    shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
+            return parts
+        log.warning("index: discarding partial embeddings in %s: %s; rebuilding from scratch", partial, reason)
+        shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+    partial.mkdir(parents=True)
+    write_json(progress_path, {**header, "parts": []})
+    return []
+
+
+def embed_refs(
+    refs: list[tuple[str, Path]], loaded: LoadedModel, partial: Path, cfg: IndexConfig, progress: bool = True
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Embed every ref not yet in `partial`; return (part file names, skipped refs)."""
+    names = [name for name, _ in refs]
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        raise RefIndexError(f"reference name {duplicates[0]!r} appears more than once ({len(duplicates)} duplicated)")
+    header = _progress_header(loaded, cfg, names)
+    parts = _open_partial(partial, header)
+    done: set[int] = set()
+    for name in parts:
+        done.update(_read_part_refs(partial / name)[0].tolist())
+    if done:
+        log.info("index: resuming: %d of %d refs already embedded", len(done), len(refs))
+    pending = [i for i in range(len(refs)) if i not in done]
+
+    skipped: list[dict[str, Any]] = []
+    buffer: list[tuple[int, np.ndarray, np.ndarray, float]] = []
+
+    def flush() -> None:
+        if not buffer:
+            return
+        name = f"part-{len(parts):05d}.npz"
+        _save_part(
+            partial / name,
+            embeddings=np.concatenate([b[1] for b in buffer]).astype(np.float32),
+            ref_index=np.concatenate([np.full(len(b[1]), b[0], dtype=np.int64) for b in buffer]),
+            offset_s=np.concatenate([b[2] for b in buffer]).astype(np.float32),
+            ref_index_done=np.array([b[0] for b in buffer], dtype=np.int64),
+            duration_s=np.array([b[3] for b in buffer], dtype=np.float64),
+        )
+        parts.append(name)
+        write_json(partial / PROGRESS_FILE, {**header, "parts": parts})  # the part counts once listed
+        buffer.clear()
+
+    with tqdm(total=len(refs), initial=len(done), desc="index: embed refs", unit="ref", disable=not progress) as bar:
+        for i in pending:
+            name, path = refs[i]
+            try:
+                embeddings, starts, duration = _embed_ref(loaded, Path(path), cfg)
+            except DecodeError as exc:
+                log.warning("index: skipping %s (%s): %s", name, path, exc)
+                skipped.append({"ref": name, "path": str(path), "reason": exc.reason, "detail": exc.detail})
+            else:
+                buffer.append((i, embeddings, starts, duration))
+                if len(buffer) >= cfg.checkpoint_every_refs:
+                    flush()
+            bar.update()
+        flush()
+    return parts, skipped
+
+
+# --- FAISS --------------------------------------------------------------------------------------
+
+
+def _iter_parts(partial: Path, parts: list[str]):
+    """Parts in reference order (each part holds refs in ascending order, parts are disjoint)."""
+    firsts = []
+    for name in parts:
+        ref_done, _ = _read_part_refs(partial / name)
+        firsts.append((int(ref_done.min()) if len(ref_done) else -1, name))
+    for _, name in sorted(firsts):
+        with np.load(partial / name) as part:
+            yield {key: part[key] for key in part.files}
+
+
+def _make_faiss_index(
+    cfg: IndexConfig, dim: int, n_vectors: int, sample: np.ndarray | None
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """An empty (trained) index of `cfg.kind` and what was actually used (nlist, pq bits)."""
+    if cfg.kind == "flat":
+        return faiss.IndexFlatIP(dim), {}
+    nlist = max(1, min(cfg.nlist, n_vectors // MIN_POINTS_PER_CENTROID))
+    if nlist != cfg.nlist:
+        log.warning(
+            "index: nlist %d → %d: %d vectors support at most %d cells (faiss wants ≥ %d training points per cell)",
+            cfg.nlist, nlist, n_vectors, nlist, MIN_POINTS_PER_CENTROID,
+        )
+    quantizer = faiss.IndexFlatIP(dim)
+    used: dict[str, Any] = {"nlist": nlist, "nprobe": min(cfg.nprobe, nlist)}
+    if cfg.kind == "ivf_flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        nbits = int(max(1, min(8, math.floor(math.log2(max(2, n_vectors // MIN_POINTS_PER_CENTROID))))))
+        if nbits != 8:
+            log.warning(
+                "index: PQ codes use %d bits instead of 8: %d vectors cannot train %d centroids per sub-quantiser",
+                nbits, n_vectors, 256,
+            )
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.pq.cp.min_points_per_centroid = 1  # we chose nbits for the data; don't let faiss nag
+        used.update(pq_m=cfg.pq_m, pq_nbits=nbits)
+    index.cp.min_points_per_centroid = 1
+    index.cp.seed = TRAIN_SEED
+    index.train(sample)  # (faiss' Python constructor keeps `quantizer` alive alongside `index`)
+    return index, used
+
+
+def _training_sample(partial: Path, parts: list[str], n_vectors: int, cfg: IndexConfig) -> np.ndarray:
+    limit = 256 * max(cfg.nlist, 256)
+    rng = np.random.default_rng(TRAIN_SEED)
+    chosen = np.sort(rng.choice(n_vectors, size=min(limit, n_vectors), replace=False))
+    rows, start = [], 0
+    for part in _iter_parts(partial, parts):
+        stop = start + len(part["embeddings"])
+        local = chosen[(chosen >= start) & (chosen < stop)] - start
+        rows.append(part["embeddings"][local])
+        start = stop
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+def build_index(
+    refs: list[tuple[str, Path]], loaded: LoadedModel, out_dir: str | Path, cfg: IndexConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Embed `refs` (name, audio path) with `loaded` and write the index folder; return its meta."""
+    out_dir = Path(out_dir)
+    dim = int(loaded.spec.embedding_dim)
+    if cfg.kind == "ivf_pq" and dim % cfg.pq_m:
+        raise RefIndexError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension ({dim})")
+    if not refs:
+        raise RefIndexError("no reference audio to index")
+    partial = partial_dir(out_dir)
+    parts, skipped = embed_refs(refs, loaded, partial, cfg, progress=progress)
+
+    done, durations = [], []
+    for name in parts:
+        ref_done, duration = _read_part_refs(partial / name)
+        done.append(ref_done)
+        durations.append(duration)
+    done_arr = np.concatenate(done) if done else np.zeros(0, dtype=np.int64)
+    duration_arr = np.concatenate(durations) if durations else np.zeros(0)
+    if not len(done_arr):
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RefIndexError(f"none of the {len(refs)} reference file(s) could be decoded; nothing to index")
+    order = np.argsort(done_arr, kind="stable")
+    done_arr, duration_arr = done_arr[order], duration_arr[order]
+    compact = np.full(len(refs), -1, dtype=np.int64)  # input position → position in refs.json
+    compact[done_arr] = np.arange(len(done_arr))
+    n_vectors = 0
+    for name in parts:
+        with np.load(partial / name) as part:
+            n_vectors += int(part["ref_index"].shape[0])
+
+    sample = _training_sample(partial, parts, n_vectors, cfg) if cfg.kind != "flat" else None
+    index, used = _make_faiss_index(cfg, dim, n_vectors, sample)
+    track_index, offset_s = [], []
+    for part in _iter_parts(partial, parts):
+        index.add(np.ascontiguousarray(part["embeddings"], dtype=np.float32))
+        track_index.append(compact[part["ref_index"]].astype(np.int32))
+        offset_s.append(part["offset_s"].astype(np.float32))
+
+    meta = {
+        "model_signature": loaded.signature,
+        "embedding_dim": dim,
+        "hop_s": float(cfg.hop_s),
+        "segment_s": float(loaded.spec.segment_s),
+        "sample_rate": int(loaded.spec.sample_rate),
+        "kind": cfg.kind,
+        "n_vectors": int(index.ntotal),
+        "n_refs": int(len(done_arr)),
+        "hours": round(float(duration_arr.sum()) / 3600.0, 6),
+        "faiss_version": faiss.__version__,
+        "skipped": skipped,
+        **used,
+    }
+    ref_rows = [{"ref": refs[i][0], "duration_s": round(float(d), 6)} for i, d in zip(done_arr.tolist(), duration_arr)]
+    with atomic_dir(out_dir) as staging:
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        with (staging / IDS_FILE).open("wb") as handle:
+            np.savez(handle, track_index=np.concatenate(track_index), offset_s=np.concatenate(offset_s))
+        write_json(staging / REFS_FILE, ref_rows)
+        write_json(staging / META_FILE, meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    return meta
+
+
+__all__ = [
+    "IndexSignatureError",
+    "RefIndexError",
+    "build_index",
+    "embed_refs",
+    "index_refs_from_folder",
+    "index_refs_from_manifest",
+    "partial_dir",
+]

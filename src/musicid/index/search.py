@@ -1,0 +1,127 @@
+"""Load a reference index folder and search it: FAISS ids mapped back to (track, offset)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from musicid.fsutil import read_json
+from musicid.index.build import (
+    IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError,
+)
+
+REQUIRED_META = ("model_signature", "embedding_dim", "hop_s", "sample_rate", "kind", "n_vectors", "n_refs")
+
+
+@dataclass
+class RefIndex:
+    """A loaded index: `search` returns scores, reference positions (into `refs`) and offsets."""
+
+    index: faiss.Index
+    track_index: np.ndarray  # (n_vectors,) int32 → refs
+    offset_s: np.ndarray  # (n_vectors,) float32 segment start within its reference
+    refs: list[dict[str, Any]]
+    meta: dict[str, Any]
+    path: Path = field(default_factory=Path)
+
+    @property
+    def signature(self) -> str:
+        return str(self.meta["model_signature"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.meta["embedding_dim"])
+
+    @property
+    def n_vectors(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k nearest reference segments per row (inner product, best first).
+
+        Returns (scores float32 (n, k), track_index int64 (n, k), offset_s float32 (n, k)). Where
+        FAISS has fewer than k results (small index, IVF cells probed) the slot is masked:
+        score -inf, track_index -1, offset_s NaN.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
+        if queries.shape[1] != self.embedding_dim:
+            raise RefIndexError(
+                f"query embeddings have dimension {queries.shape[1]}, the index holds {self.embedding_dim}"
+            )
+        k = max(1, int(k))
+        if len(queries) == 0:
+            empty = np.zeros((0, k))
+            return empty.astype(np.float32), empty.astype(np.int64), empty.astype(np.float32)
+        scores, ids = self.index.search(queries, k)
+        valid = ids >= 0
+        safe = np.where(valid, ids, 0)
+        tracks = np.where(valid, self.track_index[safe], -1).astype(np.int64)
+        offsets = np.where(valid, self.offset_s[safe], np.nan).astype(np.float32)
+        scores = np.where(valid, scores, -np.inf).astype(np.float32)
+        return scores, tracks, offsets
+
+
+def _check_signature(path: Path, found: str, expected: str | None) -> None:
+    if expected is not None and found != expected:
+        raise IndexSignatureError(
+            f"{path}: index was built with model {found} but the model in use is {expected}; "
+            f"rebuild it (`musicid index build ...` or `dvc repro index`)"
+        )
+
+
+def load_index(index_dir: str | Path, expected_signature: str | None = None, nprobe: int | None = None) -> RefIndex:
+    """Read an index folder written by `build_index`.
+
+    `expected_signature`: refuse (IndexSignatureError) an index built with another model.
+    `nprobe`: IVF cells visited per query (default: the build's `index.nprobe`).
+    """
+    path = Path(index_dir)
+    hint = "run `musicid index build` or `dvc repro index`"
+    if not path.is_dir():
+        raise RefIndexError(f"{path}: index not found; {hint}")
+    missing = [name for name in (INDEX_FILE, IDS_FILE, REFS_FILE, META_FILE) if not (path / name).is_file()]
+    if missing:
+        raise RefIndexError(f"{path}: not an index folder (missing {', '.join(missing)}); {hint}")
+    try:
+        meta = read_json(path / META_FILE)
+        refs = read_json(path / REFS_FILE)
+        absent = [key for key in REQUIRED_META if key not in meta]
+        if absent:
+            raise ValueError(f"meta.json lacks {', '.join(absent)}")
+    except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RefIndexError(f"{path}: corrupt index metadata: {str(exc).splitlines()[0]}") from None
+    _check_signature(path, str(meta["model_signature"]), expected_signature)
+    try:
+        with np.load(path / IDS_FILE) as ids:
+            track_index = ids["track_index"].astype(np.int32)
+            offset_s = ids["offset_s"].astype(np.float32)
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise RefIndexError(f"{path / IDS_FILE}: corrupt id map: {str(exc).splitlines()[0]}") from None
+    try:
+        index = faiss.read_index(str(path / INDEX_FILE))
+    except RuntimeError as exc:  # faiss reports C++ exceptions as multi-line RuntimeErrors
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0].split(": ", 1)[-1] if lines else "unreadable"
+        raise RefIndexError(f"{path / INDEX_FILE}: corrupt FAISS index: {detail}") from None
+    problems = []
+    if index.ntotal != len(track_index) or len(track_index) != len(offset_s) or index.ntotal != meta["n_vectors"]:
+        problems.append(
+            f"{index.ntotal} vectors in index.faiss, {len(track_index)} in ids.npz, {meta['n_vectors']} in meta.json"
+        )
+    if index.d != meta["embedding_dim"]:
+        problems.append(f"index dimension {index.d} differs from meta.json's {meta['embedding_dim']}")
+    if not isinstance(refs, list) or len(refs) != meta["n_refs"]:
+        problems.append(f"refs.json lists {len(refs) if isinstance(refs, list) else '?'} refs, meta.json {meta['n_refs']}")
+    elif len(track_index) and (track_index.min() < 0 or track_index.max() >= len(refs)):
+        problems.append("ids.npz points outside refs.json")
+    if problems:
+        raise RefIndexError(f"{path}: inconsistent index: {problems[0]}; {hint}")
+    ivf = faiss.try_extract_index_ivf(index)  # None for a flat index: nothing to probe
+    if ivf is not None:
+        ivf.nprobe = int(max(1, min(nprobe or meta.get("nprobe") or 1, ivf.nlist)))
+    return RefIndex(index, track_index, offset_s, refs, meta, path)

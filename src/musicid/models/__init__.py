@@ -1,0 +1,1 @@
+"""Networks and losses, one file per model family."""

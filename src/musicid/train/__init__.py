@@ -1,0 +1,1 @@
+"""Training loop for the fingerprinter: pairs, NT-Xent, validation, checkpoints, early stopping."""

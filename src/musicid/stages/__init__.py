@@ -64,7 +64,8 @@ def shards(params: Params, workers: int | None = None) -> None:
                 manifests[split], INGESTED, staging / f"{split}.zarr", params.shards,
                 workers=workers or default_workers(), split=split,
             )
-            summaries[split] = store_summary(staging / f"{split}.zarr")
+            # name the published path, not the staging one, so the summary (and its DVC hash) is stable
+            summaries[split] = store_summary(staging / f"{split}.zarr") | {"path": str(SHARDS / f"{split}.zarr")}
         write_json(staging / "summary.json", summaries)
     for split, summary in summaries.items():
         print(f"shards: {split}: {summary['rows']} windows, {summary['file_count']} files → {SHARDS}/{split}.zarr")

@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import soundfile as sf
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _faiss_single_thread():
+    """Tiny k-means and searches are all OpenMP overhead; on a busy 2-core box 2 threads spin for seconds."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
 
 
 def tone(duration_s: float, sample_rate: int = 22050, freq: float = 220.0, seed: int = 0) -> np.ndarray:

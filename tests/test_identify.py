@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 import soundfile as sf
@@ -28,14 +27,6 @@ from musicid.models.io import load_model, save_model
 RANDOM_SPEC = FingerprinterSpec(channels=(16,), hidden=128, embedding_dim=32, n_mels=64)
 N_TRACKS = 4
 SR = 8000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _faiss_single_thread():
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

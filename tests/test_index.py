@@ -38,15 +38,6 @@ class SimulatedCrash(Exception):
     pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _faiss_single_thread():
-    """Tiny k-means runs are all OpenMP overhead; on a busy 2-core box 2 threads spin for seconds."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
-
-
 def _make_model(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     save_model(Fingerprinter(TINY), path)

@@ -42,8 +42,9 @@ class MusicidGroup(click.Group):
 def main() -> None:
     """musicid: versioned, reproducible music identification.
 
-    The pipeline (dvc.yaml) runs synth → ingest → prepare → shards; `dvc repro` rebuilds what is
-    stale. These commands inspect sources, validate manifests and look into stores.
+    The pipeline (dvc.yaml) runs synth → ingest → prepare → shards → train → index → evaluate;
+    `dvc repro` rebuilds what is stale. These commands inspect sources, validate manifests, look
+    into stores, build indexes for any folder and identify audio clips.
     """
 
 

@@ -27,7 +27,8 @@ from musicid.index import (
 )
 from musicid.index import build as build_module
 from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec
-from musicid.models.io import load_model, save_model, segment_starts
+from musicid.audio.framing import segment_starts
+from musicid.models.io import load_model, save_model
 
 TINY = FingerprinterSpec(channels=(8, 16, 16), hidden=64, embedding_dim=16, n_mels=32)
 N_REFS = 4

@@ -12,7 +12,7 @@ from musicid.data.synth import render_track_preview
 from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec, nt_xent
 from musicid.models.io import embed_signal, load_model, ModelError, save_model
 from musicid.store import ShardWriter
-from musicid.store.build import frame_windows
+from musicid.audio.framing import frame_windows
 from musicid.train.fingerprinter import train_fingerprinter
 
 TINY_MODEL = ModelConfig(n_mels=32, channels=[8, 16, 16], hidden=64, embedding_dim=16)

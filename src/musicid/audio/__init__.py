@@ -1,6 +1,6 @@
 """Audio decoding, measurement and resampling."""
 
-from musicid.audio.decode import AUDIO_EXTENSIONS, DecodeError, DecodedAudio, decode, is_audio_path
+from musicid.audio.decode import AUDIO_EXTENSIONS, DecodeError, DecodedAudio, decode, is_audio_path, list_files
 from musicid.audio.measure import AudioStats, measure
 from musicid.audio.resample import to_mono, to_model_rate
 
@@ -11,6 +11,7 @@ __all__ = [
     "DecodedAudio",
     "decode",
     "is_audio_path",
+    "list_files",
     "measure",
     "to_model_rate",
     "to_mono",

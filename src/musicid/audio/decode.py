@@ -62,6 +62,19 @@ def is_audio_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def list_files(root: str | Path) -> tuple[list[str], list[str]]:
+    """(audio, other) files under `root`, as sorted POSIX paths relative to it.
+
+    Symlinks to files count: a curated folder of links to a library is common.
+    """
+    root = Path(root)
+    audio, other = [], []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            (audio if is_audio_path(path) else other).append(path.relative_to(root).as_posix())
+    return audio, other
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]

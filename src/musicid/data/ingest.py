@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from musicid.audio import DecodeError, decode, is_audio_path, measure
+from musicid.audio import DecodeError, decode, list_files, measure
 from musicid.config import IngestConfig
 from musicid.data.archive import extract_archive, source_kind
 from musicid.fsutil import atomic_dir, write_json
@@ -89,15 +89,6 @@ def _probe(args: tuple[str, str, float, float, float]) -> dict[str, Any]:
     return record
 
 
-def _audio_files(root: Path) -> tuple[list[str], list[str]]:
-    audio, other = [], []
-    for path in sorted(root.rglob("*")):
-        if path.is_file():  # symlinks to files count (a curated folder of links is common)
-            rel = path.relative_to(root).as_posix()
-            (audio if is_audio_path(path) else other).append(rel)
-    return audio, other
-
-
 def _attach_metadata(record: dict[str, Any], metadata: dict[str, dict[str, str]]) -> dict[str, Any]:
     rel = record["source_path"]
     row = metadata.get(rel) or metadata.get(Path(rel).stem) or {}
@@ -116,7 +107,7 @@ def _attach_metadata(record: dict[str, Any], metadata: dict[str, dict[str, str]]
 def scan_folder(root: str | Path, cfg: IngestConfig, workers: int | None = None, progress: bool = True) -> ScanResult:
     """Decode and measure every audio file under `root`; classify into tracks and quarantine."""
     root = Path(root)
-    audio_files, other_files = _audio_files(root)
+    audio_files, other_files = list_files(root)
     metadata = read_metadata(root, cfg.metadata)
     jobs = [(str(root), rel, cfg.min_duration_s, cfg.silence_threshold_db, cfg.max_silent_fraction) for rel in audio_files]
     workers = workers or default_workers()

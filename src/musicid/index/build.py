@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from musicid.audio import DecodeError, decode, is_audio_path, to_model_rate
+from musicid.audio import DecodeError, decode, list_files, to_model_rate
 from musicid.config import IndexConfig
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, write_json
@@ -70,11 +70,7 @@ def index_refs_from_folder(folder: str | Path) -> list[tuple[str, Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RefIndexError(f"{folder}: not a folder of audio files")
-    refs = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and is_audio_path(path):  # symlinks to files count
-            refs.append((path.relative_to(folder).as_posix(), path))
-    return refs
+    return [(rel, folder / rel) for rel in list_files(folder)[0]]
 
 
 def index_refs_from_manifest(manifest_jsonl: str | Path, audio_root: str | Path) -> list[tuple[str, Path]]:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from musicid.audio.framing import frame_windows
+from musicid.device import resolve_device
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir, read_json, write_json
 from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec, model_signature
@@ -25,13 +27,6 @@ CONFIG = "config.json"
 
 class ModelError(MusicidError):
     """A model folder is missing, incomplete or does not match what it claims to be."""
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """`auto` → CUDA when available, else CPU; anything else is passed to torch."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -81,14 +76,6 @@ def load_model(model_dir: str | Path, device: str | torch.device | None = "auto"
     return LoadedModel(model, spec, signature, target, config)
 
 
-def segment_starts(n_samples: int, segment: int, hop: int) -> np.ndarray:
-    """Segment start samples covering the signal; a signal shorter than one segment gives one start."""
-    if n_samples <= segment:
-        return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, n_samples - segment + 1, hop, dtype=np.int64)
-    return starts
-
-
 @torch.inference_mode()
 def embed_signal(loaded: LoadedModel, signal: np.ndarray, hop_s: float, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Embed a mono signal at the model rate in segments every `hop_s`.
@@ -97,12 +84,9 @@ def embed_signal(loaded: LoadedModel, signal: np.ndarray, hop_s: float, batch_si
     """
     spec = loaded.spec
     segment, hop = spec.segment_samples, max(1, int(round(hop_s * spec.sample_rate)))
-    if len(signal) < segment:
-        signal = np.pad(signal, (0, segment - len(signal)))
-    starts = segment_starts(len(signal), segment, hop)
-    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(signal, dtype=np.float32), segment)[starts]
+    frames, starts = frame_windows(signal, segment, hop)
     out = np.empty((len(starts), spec.embedding_dim), dtype=np.float32)
     for begin in range(0, len(starts), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(frames[begin : begin + batch_size])).to(loaded.device)
+        batch = torch.from_numpy(frames[begin : begin + batch_size]).to(loaded.device)
         out[begin : begin + len(batch)] = loaded.model(batch).float().cpu().numpy()
     return out, (starts / spec.sample_rate).astype(np.float32)

@@ -10,20 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from musicid.audio import decode, to_model_rate
+from musicid.audio.framing import frame_windows
 from musicid.config import ShardsConfig
-
-
-def frame_windows(signal: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, window) windows starting every `hop` samples, and their start samples.
-
-    The tail that does not fill a window is dropped; a signal shorter than one window is
-    zero-padded to exactly one window so no track disappears from a split.
-    """
-    if len(signal) < window:
-        signal = np.pad(signal, (0, window - len(signal)))
-    starts = np.arange(0, len(signal) - window + 1, hop, dtype=np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(signal, window)[starts]
-    return np.ascontiguousarray(windows, dtype=np.float32), starts
 
 
 def _track_windows(args: tuple[str, int, int, int]) -> tuple[np.ndarray, np.ndarray]:

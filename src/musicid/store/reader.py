@@ -34,6 +34,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, Zstd
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
+from musicid.device import resolve_device
 from musicid.errors import MusicidError
 from musicid.store.writer import FORMAT_VERSION, TARGETS, WAVEFORM, decode_windows
 
@@ -348,14 +349,6 @@ def read_targets(
     return out
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device | None:
-    if device is None:
-        return None
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class WindowDataset(Dataset):
     """Windows of one store as a map-style torch Dataset.
 
@@ -395,7 +388,7 @@ class WindowDataset(Dataset):
         self.window_samples: int = int(group.attrs["window_samples"])
         self.sample_rate: int = int(group.attrs["sample_rate"])
         self._len = int(group[WAVEFORM].shape[0])
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device) if device is not None else None
         self._handles: dict[int, dict[str, Any]] = {}
         self._preloaded: dict[str, torch.Tensor] | None = None
         if preload:

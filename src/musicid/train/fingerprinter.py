@@ -27,7 +27,8 @@ from musicid.config import ModelConfig, TrainConfig
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_file, write_json
 from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec, nt_xent
-from musicid.models.io import resolve_device, save_model
+from musicid.device import resolve_device
+from musicid.models.io import save_model
 from musicid.store import open_store, read_windows
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_top1", "lr", "seconds")

@@ -1,0 +1,12 @@
+"""Device choice shared by training, indexing and data loading."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` (or None) → CUDA when available, else CPU; anything else is passed to torch."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -32,10 +32,13 @@ demo: install
 	echo && echo "== evaluation on held-out tracks (reports/eval/metrics.json) ==" && musicid metrics && \
 	$(BIN)/python -c "import json, soundfile as sf; t = json.loads(open('data/manifests/test.jsonl').readline()); \
 	a, r = sf.read('data/ingested/' + t['path']); sf.write('reports/demo-clip.wav', a[12 * r:17 * r], r); \
-	print('\n== identify a 5 s clip cut at 12 s from', t['track_id'], '==')" && \
+	print('\n== clip for identify: 5 s cut at 12 s from', t['track_id'], '==')" && \
+	echo && echo "== model registry (MLflow, mlflow.db): promote the candidate through the release gates ==" && \
+	musicid registry promote candidate --alias champion && musicid registry list && \
 	musicid identify reports/demo-clip.wav --top 3 && \
 	echo && echo "Results: data/ (archive, catalog, manifests, shards, index), models/fingerprinter/," && \
-	echo "         reports/ (ingest, train, eval: metrics + plots). See README.md."
+	echo "         reports/ (ingest, train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
+	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."
 
 test: install
 	$(BIN)/python -m pytest

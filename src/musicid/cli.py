@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -184,11 +186,37 @@ def store_info(path: str, as_json: bool) -> None:
 
 DEFAULT_MODEL = "models/fingerprinter"
 DEFAULT_INDEX = "data/index"
+MODEL_URI_ENV = "MUSICID_MODEL_URI"
 
 
-def resolve_model_path(value: str) -> Path:
-    """Where the model named on the command line lives (today: a folder; later: registry URIs)."""
-    return Path(value)
+def default_model_uri(params_path: str) -> tuple[str, str]:
+    """(champion URI, candidate alias) of the registered fingerprinter named in params.yaml."""
+    from musicid.config import RegistryConfig, load_params
+
+    cfg = load_params(params_path).registry if Path(params_path).exists() else RegistryConfig()
+    return f"models:/{cfg.model_name}@{cfg.champion_alias}", cfg.candidate_alias
+
+
+@contextlib.contextmanager
+def resolved_model(value: str | None, params_path: str) -> Iterator[tuple[Path, Path | None, str]]:
+    """(model folder, bundled index or None, description) for --model / $MUSICID_MODEL_URI / the champion.
+
+    A `models:/` URI is downloaded from the MLflow registry (with its bundled index); anything
+    else is a model folder. Only the default champion falls back to the newest candidate.
+    """
+    from musicid.tracking import fetch
+
+    champion, candidate = default_model_uri(params_path)
+    uri = value or os.environ.get(MODEL_URI_ENV) or champion
+    if not uri.startswith("models:/"):
+        yield Path(uri), None, uri
+        return
+    fetched = fetch(uri, fallback_alias=candidate if uri == champion and not value else None)
+    try:
+        version = fetched.version
+        yield fetched.model_dir, fetched.index_dir, f"{uri} (version {version.version}, signature {version.signature})"
+    finally:
+        fetched.cleanup()
 
 
 def _log_to_stderr() -> None:
@@ -212,7 +240,8 @@ def index_group() -> None:
 @index_group.command("build")
 @click.argument("audio_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
-@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, help="Model folder.")
+@click.option("--model", "model", default=None,
+              help=f"Model folder or registry URI [default: ${MODEL_URI_ENV}, else the registry champion].")
 @PARAMS_OPTION
 @click.option("--kind", type=click.Choice(["flat", "ivf_flat", "ivf_pq"]), default=None,
               help="Override index.kind (flat = exact inner product).")
@@ -233,7 +262,9 @@ def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind
     if kind is not None:
         cfg = cfg.model_copy(update={"kind": kind})
     refs = index_refs_from_folder(audio_dir)
-    loaded = load_model(resolve_model_path(model), cfg.device)
+    with resolved_model(model, params_path) as (model_dir, _, described):
+        click.echo(f"model: {described}", err=True)
+        loaded = load_model(model_dir, cfg.device)
     started = time.perf_counter()
     meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
@@ -248,9 +279,11 @@ def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind
 
 @main.command("identify")
 @click.argument("queries", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--index", "index_dir", default=DEFAULT_INDEX, show_default=True, type=click.Path(file_okay=False),
-              help="Index folder (musicid index build / dvc repro index).")
-@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, help="Model folder.")
+@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
+              help=f"Index folder [default: the index registered with the model, else {DEFAULT_INDEX}].")
+@click.option("--model", "model", default=None,
+              help=f"Model folder ({DEFAULT_MODEL}) or registry URI (models:/NAME@ALIAS, models:/NAME/VERSION) "
+                   f"[default: ${MODEL_URI_ENV}, else models:/musicid-fingerprinter@champion].")
 @click.option("--top", type=click.IntRange(1), default=None, help="Matches per query [default: identify.top, 5].")
 @PARAMS_OPTION
 @click.option("--json", "as_json", is_flag=True,
@@ -259,19 +292,27 @@ def identify(queries: tuple[str, ...], index_dir: str, model: str, top: int | No
              as_json: bool) -> None:
     """Identify each QUERY audio file: best matching references, score and offset, best first.
 
+    The model comes from the MLflow registry by default (alias champion, or the newest candidate
+    with a warning while there is no champion); --model or $MUSICID_MODEL_URI switch it without a
+    code change. The model is self-checked at load and an index made by another model is refused.
     The model and index are loaded once for all queries. A query that cannot be decoded is
     reported (with --json: an "error" field and no matches) and the others are still answered.
     score is the offset-consistent similarity per query segment (1.0 = perfect); offset_s is where
     in the reference the query starts.
 
     Exit status: 0 when every query was answered, 1 when any query could not be decoded, 2 when
-    the model or index cannot be used.
+    the model, registry or index cannot be used.
     """
     from musicid.config import IdentifyConfig, load_params
     from musicid.identify import Identifier
 
+    _log_to_stderr()
     cfg = load_params(params_path).identify if Path(params_path).exists() else IdentifyConfig()
-    identifier = Identifier.load(resolve_model_path(model), index_dir, cfg)
+    with resolved_model(model, params_path) as (model_dir, bundled_index, described):
+        index_path = index_dir or bundled_index or DEFAULT_INDEX
+        click.echo(f"model: {described}; index: {index_dir or ('registered with the model' if bundled_index else index_path)}",
+                   err=True)
+        identifier = Identifier.load(model_dir, index_path, cfg)
     failed = 0
     for query in queries:
         result = identifier.identify_path(query, top=top)
@@ -287,6 +328,92 @@ def identify(queries: tuple[str, ...], index_dir: str, model: str, top: int | No
         for rank, match in enumerate(result["matches"], 1):
             click.echo(f"  {rank:2d}. {match['score']:.3f}  {match['ref']}  @ {match['offset_s']:.2f} s")
     sys.exit(1 if failed else 0)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def _registry_cfg(params_path: str) -> Any:
+    from musicid.config import RegistryConfig, load_params
+
+    return load_params(params_path).registry if Path(params_path).exists() else RegistryConfig()
+
+
+@main.group()
+def registry() -> None:
+    """MLflow model registry: list versions with their metrics, promote through the release gates.
+
+    Runs and models live in $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. The `report`
+    stage registers each new model with alias candidate; `musicid identify` uses alias champion.
+    """
+
+
+@registry.command("list")
+@PARAMS_OPTION
+@click.option("--name", default=None, help="Registered model [default: registry.model_name].")
+@click.option("--metrics", "all_metrics", is_flag=True, help="Show every recorded metric, not just the gate metrics.")
+@JSON_OPTION
+def registry_list(params_path: str, name: str | None, all_metrics: bool, as_json: bool) -> None:
+    """Versions, aliases, signatures and key metrics (gate metrics marked pass/FAIL)."""
+    import datetime
+
+    from musicid.tracking import check_gates, list_versions
+
+    cfg = _registry_cfg(params_path)
+    name = name or cfg.model_name
+    versions = list_versions(name)
+    if as_json:
+        _emit_json([v.as_dict() for v in versions])
+        return
+    if not versions:
+        click.echo(f"{name}: no versions registered yet (`dvc repro` registers one)")
+        return
+    gate_names = [*cfg.gates.min, *cfg.gates.max]
+    click.echo(f"{name} (gates from {params_path}: "
+               + ", ".join(r.describe().split(" ", 1)[0] + (" >= " if r.kind == "min" else " <= ") + f"{r.threshold:g}"
+                           for r in check_gates({}, cfg.gates)) + ")")
+    for version in reversed(versions):
+        created = datetime.datetime.fromtimestamp(version.created_ms / 1000).strftime("%Y-%m-%d %H:%M")
+        aliases = " ".join(f"@{a}" for a in sorted(version.aliases)) or "-"
+        results = check_gates(version.metrics, cfg.gates)
+        verdict = "gates pass" if all(r.passed for r in results) else "gates FAIL"
+        click.echo(f"  v{version.version:<4} {aliases:<22} {version.signature}  {created}  {verdict}"
+                   + (f"  exp {version.tags.get('musicid.dvc_exp')}" if version.tags.get("musicid.dvc_exp") else ""))
+        shown = version.metrics if all_metrics else {k: version.metrics[k] for k in ["main_top1", *gate_names] if k in version.metrics}
+        click.echo("        " + ", ".join(f"{k} {v:g}" for k, v in shown.items()))
+
+
+@registry.command("promote")
+@click.argument("version")
+@click.option("--alias", default=None, help="Alias to set [default: registry.champion_alias, champion].")
+@PARAMS_OPTION
+@click.option("--name", default=None, help="Registered model [default: registry.model_name].")
+def registry_promote(version: str, alias: str | None, params_path: str, name: str | None) -> None:
+    """Point --alias at VERSION (a number or an alias such as candidate) if it passes the gates.
+
+    The gates are params.yaml's registry.gates (min/max per metric); a version that fails one is
+    refused with the failing figure and the alias is left as it was.
+    """
+    from musicid.tracking import promote
+
+    cfg = _registry_cfg(params_path)
+    name, alias = name or cfg.model_name, alias or cfg.champion_alias
+    info, results = promote(name, version, alias, cfg.gates)
+    for result in results:
+        click.echo(f"  pass  {result.describe()}")
+    click.echo(f"{name} version {info.version} is now @{alias} (signature {info.signature})")
+
+
+@registry.command("register")
+@PARAMS_OPTION
+def registry_register(params_path: str) -> None:
+    """Register models/fingerprinter + data/index with their evaluation (what the report stage does)."""
+    from musicid.config import load_params
+    from musicid.stages import register
+    from musicid.tracking import configure
+
+    configure()
+    register(load_params(params_path))
 
 
 # --- reports ------------------------------------------------------------------------------------

@@ -196,6 +196,45 @@ class EvaluateConfig(Section):
     offset_tolerance_s: float = Field(0.5, gt=0)
 
 
+GATE_METRIC = r"^[a-z][a-z0-9_.]*$"
+
+
+class TrackingConfig(Section):
+    """MLflow tracking. The URI is not here: MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`."""
+
+    enabled: bool = True
+    experiment: str = Field("musicid", min_length=1)
+    system_metrics: bool = True  # CPU/RAM/GPU samples alongside the training metrics
+    system_metrics_interval_s: float = Field(5.0, gt=0)
+
+
+class GatesConfig(Section):
+    """Release gates: `min` metrics must reach, `max` metrics must not exceed (names as `registry list` shows)."""
+
+    min: dict[str, float] = Field(default_factory=lambda: {"main_top1_3s": 0.90, "main_top1_10s": 0.95})
+    max: dict[str, float] = Field(default_factory=lambda: {"latency_p95_ms": 250.0})
+
+    @model_validator(mode="after")
+    def _names_are_metric_names(self) -> "GatesConfig":
+        import re
+
+        for kind in ("min", "max"):
+            for name in getattr(self, kind):
+                if not re.match(GATE_METRIC, name):
+                    raise ValueError(f"{kind}.{name}: gate names are metric names like main_top1_3s or latency_p95_ms")
+        return self
+
+
+class RegistryConfig(Section):
+    """MLflow model registry: what the `report` stage registers and what promotion demands."""
+
+    model_name: str = Field("musicid-fingerprinter", min_length=1)
+    candidate_alias: str = Field("candidate", min_length=1)
+    champion_alias: str = Field("champion", min_length=1)
+    bundle_index: bool = True  # ship the FAISS index inside the registered model so it can answer queries
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+
+
 class Params(Section):
     """All of params.yaml. Unknown sections and keys are refused."""
 
@@ -208,6 +247,8 @@ class Params(Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
 def _format_error(error: dict[str, Any], source: str) -> str:

@@ -160,3 +160,22 @@ def plot_hit_rates(metrics: dict[str, Any], conditions: list[str], out_png: Path
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
+
+
+def key_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json flattened to the names MLflow, the registry and release gates use.
+
+    main_top1, main_top1_3s, main_top5_3s, <condition>_top1_3s, offset_accuracy, latency_p95_ms, ...
+    """
+    flat = {
+        "main_top1": metrics["main"]["top1"], "main_top5": metrics["main"]["top5"],
+        "offset_accuracy": metrics["offset_accuracy"], "queries": metrics["queries"], "errors": metrics["errors"],
+        "latency_p50_ms": metrics["latency_ms"]["p50"], "latency_p95_ms": metrics["latency_ms"]["p95"],
+    }
+    for length, cell in metrics["main"]["by_length"].items():
+        flat[f"main_top1_{length}"] = cell["top1"]
+        flat[f"main_top5_{length}"] = cell["top5"]
+    for condition, cells in metrics["by_condition"].items():
+        for length, cell in cells.items():
+            flat[f"{condition}_top1_{length}"] = cell["top1"]
+    return {name: float(value) for name, value in flat.items() if value is not None}

@@ -6,6 +6,7 @@ Paths are fixed here and in dvc.yaml; everything tunable lives in params.yaml.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from musicid.config import Params
 from musicid.fsutil import atomic_dir, write_json
@@ -20,6 +21,15 @@ TRAIN_REPORT = Path("reports/train")
 CHECKPOINTS = Path(".musicid/checkpoints")
 INDEX = Path("data/index")
 EVAL_REPORT = Path("reports/eval")
+REPORTS = Path("reports")
+MODEL_CARD = REPORTS / "model-card.md"
+BENCHMARK_REPORT = REPORTS / "benchmark-report.md"
+RELEASE_CHECKLIST = REPORTS / "release-checklist.md"
+
+
+def sections(params: Params, *names: str) -> dict[str, Any]:
+    """The named params.yaml sections as plain dicts (what a stage logs as its MLflow params)."""
+    return {name: getattr(params, name).model_dump() for name in names}
 
 
 def synth(params: Params, workers: int | None = None) -> None:
@@ -72,13 +82,22 @@ def shards(params: Params, workers: int | None = None) -> None:
 
 
 def train(params: Params, workers: int | None = None) -> None:
+    from musicid.tracking import TAG_SIGNATURE, stage_run
     from musicid.train.fingerprinter import train_fingerprinter
 
-    with atomic_dir(TRAIN_REPORT) as report:
-        result = train_fingerprinter(
-            SHARDS / "train.zarr", SHARDS / "val.zarr", params.model, params.train, MODEL, report, CHECKPOINTS,
-            index_hop_s=params.index.hop_s,
-        )
+    logged = sections(params, "shards", "model", "train") | {"index": {"hop_s": params.index.hop_s}}
+    with stage_run("train", params.tracking, logged, system_metrics=params.tracking.system_metrics) as run:
+        with atomic_dir(TRAIN_REPORT) as report:
+            result = train_fingerprinter(
+                SHARDS / "train.zarr", SHARDS / "val.zarr", params.model, params.train, MODEL, report, CHECKPOINTS,
+                index_hop_s=params.index.hop_s,
+                log_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])),
+            )
+        run.set_tags({TAG_SIGNATURE: result.signature})
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_top1": result.best["val_top1"],
+                         "epochs_run": len(result.history)})
+        run.log_artifact(TRAIN_REPORT, "reports/train")
+        run.log_artifact(MODEL / "config.json", "model")
     print(f"train: best epoch {result.best_epoch} (val top-1 {result.best['val_top1']:.3f}), signature {result.signature} → {MODEL}")
 
 
@@ -98,16 +117,24 @@ def evaluate(params: Params, workers: int | None = None) -> None:
     from musicid.index import load_index
     from musicid.models.io import load_model
 
+    from musicid.evaluate.run import key_metrics
+    from musicid.tracking import stage_run
+
     loaded = load_model(MODEL, params.index.device)
     identifier = Identifier(loaded, load_index(INDEX, expected_signature=loaded.signature), params.identify)
-    rows = evaluate_queries(
-        read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier.identify_signal, loaded.spec.sample_rate,
-        params.evaluate,
-    )
-    metrics = summarize(rows, list(params.evaluate.conditions))
-    metrics["model_signature"] = loaded.signature
-    with atomic_dir(EVAL_REPORT) as staging:
-        write_reports(rows, metrics, staging, list(params.evaluate.conditions))
+    logged = sections(params, "shards", "model", "train", "index", "identify", "evaluate")
+    with stage_run("evaluate", params.tracking, logged, signature=loaded.signature, parent_stage="train") as run:
+        rows = evaluate_queries(
+            read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier.identify_signal, loaded.spec.sample_rate,
+            params.evaluate,
+        )
+        metrics = summarize(rows, list(params.evaluate.conditions))
+        metrics["model_signature"] = loaded.signature
+        with atomic_dir(EVAL_REPORT) as staging:
+            write_reports(rows, metrics, staging, list(params.evaluate.conditions))
+        run.log_metrics(key_metrics(metrics))
+        for name in ("metrics.json", "hit_rate.csv", "hit_rate.png"):
+            run.log_artifact(EVAL_REPORT / name, "reports/eval")
     print(format_hit_table(metrics))
 
 
@@ -128,7 +155,61 @@ def format_hit_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def report(params: Params, workers: int | None = None) -> None:
+    """Model card, benchmark report and release checklist; then register the model (alias candidate)."""
+    from musicid.evaluate.release import benchmark_report, gather, measure_embedding_speed, model_card, release_checklist
+    from musicid.fsutil import atomic_file
+    from musicid.models.io import load_model
+    from musicid.tracking import data_version, stage_run
+
+    loaded = load_model(MODEL, params.index.device)
+    inputs = gather(params, MODEL, TRAIN_REPORT, EVAL_REPORT, INDEX, SHARDS, INGEST_REPORT, MANIFESTS, data_version())
+    speed = measure_embedding_speed(loaded, hop_s=params.index.hop_s)
+    checklist, ready = release_checklist(inputs, params.registry.gates)
+    documents = {MODEL_CARD: model_card(inputs), BENCHMARK_REPORT: benchmark_report(inputs, speed), RELEASE_CHECKLIST: checklist}
+    for path, text in documents.items():
+        with atomic_file(path) as tmp:
+            tmp.write_text(text)
+    print(f"report: {', '.join(map(str, documents))}; release checklist: {'READY' if ready else 'NOT READY'}")
+    with stage_run("report", params.tracking, sections(params, "registry"), signature=inputs.signature,
+                   parent_stage="train") as run:
+        run.log_metrics(inputs.metrics | {"embed_x_realtime": speed["x_realtime"]})
+        for path in documents:
+            run.log_artifact(path, "reports")
+        run.log_artifact(TRAIN_REPORT / "curves.png", "reports/train")
+        run.log_artifact(EVAL_REPORT / "hit_rate.png", "reports/eval")
+        if run.run is not None:
+            register(params, inputs.metrics, run_tags=run.run.data.tags)
+    if not params.tracking.enabled:
+        print("report: tracking.enabled is false: model not registered")
+
+
+def register(params: Params, metrics: dict[str, float] | None = None, run_tags: dict[str, str] | None = None) -> str:
+    """Register models/fingerprinter (+ data/index) as a new version with alias candidate; return the version."""
+    from musicid.evaluate.run import key_metrics
+    from musicid.fsutil import read_json
+    from musicid.tracking import TAG_SIGNATURE, register_bundle
+    from musicid.tracking.runs import provenance_tags
+
+    signature = read_json(MODEL / "config.json")["signature"]
+    if metrics is None:
+        evaluation = read_json(EVAL_REPORT / "metrics.json")
+        if evaluation.get("model_signature") != signature:
+            from musicid.errors import NotReadyError
+
+            raise NotReadyError(f"{EVAL_REPORT}/metrics.json evaluates model {evaluation.get('model_signature')}, "
+                                f"not {signature} in {MODEL}: run `dvc repro evaluate` first")
+        metrics = key_metrics(evaluation)
+    tags = {k: v for k, v in (run_tags or provenance_tags("report")).items() if k.startswith("musicid.")}
+    tags |= {TAG_SIGNATURE: signature}
+    version, is_new = register_bundle(MODEL, INDEX, metrics, params.registry, params.identify, tags)
+    name, alias = params.registry.model_name, params.registry.candidate_alias
+    print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "
+          f"alias @{alias} → {version}")
+    return version
+
+
 STAGES = {
     "synth": synth, "ingest": ingest, "prepare": prepare, "shards": shards,
-    "train": train, "index": index, "evaluate": evaluate,
+    "train": train, "index": index, "evaluate": evaluate, "report": report,
 }

@@ -175,9 +175,12 @@ def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
 def train_fingerprinter(
     train_store: Path, val_store: Path, model_cfg: ModelConfig, cfg: TrainConfig, model_out: Path,
     report_dir: Path, checkpoint_root: Path, index_hop_s: float = 0.5, progress: bool = True,
-    on_epoch: Any = None,
+    on_epoch: Any = None, log_epoch: Any = None,
 ) -> TrainResult:
-    """Train, checkpoint every epoch, stop early, write the best model and the history."""
+    """Train, checkpoint every epoch, stop early, write the best model and the history.
+
+    `log_epoch(row)` gets every history row (also the ones restored when resuming), e.g. for MLflow.
+    """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     sample_rate = int(open_store(train_store).attrs["sample_rate"])
@@ -216,6 +219,8 @@ def train_fingerprinter(
         start_epoch = int(state["epoch"]) + 1
         result.resumed_from_epoch = start_epoch - 1
         print(f"train: resuming from epoch {start_epoch - 1} ({checkpoint})")
+        for row in result.history if log_epoch is not None else []:
+            log_epoch(row)
     model.train()
     for epoch in range(start_epoch, cfg.epochs + 1):
         began, losses = time.perf_counter(), []
@@ -233,6 +238,8 @@ def train_fingerprinter(
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validation.evaluate(model, cfg.temperature, device),
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - began, 2)}
         result.history.append(row)
+        if log_epoch is not None:
+            log_epoch(row)
         print(f"train: epoch {epoch}: loss {row['train_loss']:.3f}, val loss {row['val_loss']:.3f}, val top-1 {row['val_top1']:.3f}")
         best_row = result.history[result.best_epoch - 1] if result.best_epoch else None
         if best_row is None or row["val_top1"] > best_row["val_top1"] or (

@@ -73,3 +73,30 @@ BAD_FILES = {
     "bad/truncated.wav": "truncated",
     "bad/corrupt.flac": "undecodable",
 }
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated MLflow SQLite DB per session (the first migration costs seconds); tests copy it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    mlflow.set_tracking_uri(previous)
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> Path:
+    """A private tracking DB for this test, named by MLFLOW_TRACKING_URI (as users would)."""
+    import shutil
+
+    path = tmp_path / "tracking" / "mlflow.db"
+    path.parent.mkdir()
+    shutil.copy(_mlflow_template_db, path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MUSICID_MODEL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return path

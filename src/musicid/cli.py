@@ -212,6 +212,8 @@ def resolved_model(value: str | None, params_path: str) -> Iterator[tuple[Path, 
         yield Path(uri), None, uri
         return
     fetched = fetch(uri, fallback_alias=candidate if uri == champion and not value else None)
+    if fetched.warning:
+        click.echo(fetched.warning, err=True)
     try:
         version = fetched.version
         yield fetched.model_dir, fetched.index_dir, f"{uri} (version {version.version}, signature {version.signature})"

@@ -188,7 +188,7 @@ def register(params: Params, metrics: dict[str, float] | None = None, run_tags: 
     """Register models/fingerprinter (+ data/index) as a new version with alias candidate; return the version."""
     from musicid.evaluate.run import key_metrics
     from musicid.fsutil import read_json
-    from musicid.tracking import TAG_SIGNATURE, register_bundle
+    from musicid.tracking import register_bundle
     from musicid.tracking.runs import provenance_tags
 
     signature = read_json(MODEL / "config.json")["signature"]
@@ -201,7 +201,6 @@ def register(params: Params, metrics: dict[str, float] | None = None, run_tags: 
                                 f"not {signature} in {MODEL}: run `dvc repro evaluate` first")
         metrics = key_metrics(evaluation)
     tags = {k: v for k, v in (run_tags or provenance_tags("report")).items() if k.startswith("musicid.")}
-    tags |= {TAG_SIGNATURE: signature}
     version, is_new = register_bundle(MODEL, INDEX, metrics, params.registry, params.identify, tags)
     name, alias = params.registry.model_name, params.registry.candidate_alias
     print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "

@@ -8,7 +8,6 @@ tags are what `musicid registry list` shows and what promotion gates check.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import tempfile
 import warnings
@@ -21,7 +20,6 @@ from musicid.fsutil import read_json, write_json
 from musicid.tracking.pyfunc import INDEX_ARTIFACT, MODEL_ARTIFACT, SETTINGS_ARTIFACT
 from musicid.tracking.runs import TAG_SIGNATURE, TrackingError, configure, tracking_errors
 
-log = logging.getLogger("musicid")
 METRIC_TAG = "metric."
 TAG_BUNDLE = "musicid.bundle"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -125,6 +123,7 @@ def register_bundle(
 
     client = _client()
     digest = bundle_digest(model_dir, index_dir if cfg.bundle_index else None)
+    tags = tags | {TAG_SIGNATURE: read_json(model_dir / "config.json")["signature"], TAG_BUNDLE: digest}
     metric_tags = {f"{METRIC_TAG}{k}": f"{v:g}" for k, v in metrics.items()}
     with tracking_errors("cannot register the model"):
         existing = [v for v in _versions(cfg.model_name) if v.tags.get(TAG_BUNDLE) == digest]
@@ -148,7 +147,7 @@ def register_bundle(
                         pip_requirements=_requirements(),
                     )
             registered = mlflow.register_model(
-                info.model_uri, cfg.model_name, tags=tags | metric_tags | {TAG_BUNDLE: digest}
+                info.model_uri, cfg.model_name, tags=tags | metric_tags
             )
             version, is_new = registered.version, True
         client.set_registered_model_alias(cfg.model_name, cfg.candidate_alias, version)
@@ -259,6 +258,7 @@ class FetchedModel:
     model_dir: Path
     index_dir: Path | None
     _scratch: tempfile.TemporaryDirectory
+    warning: str = ""  # set when the requested alias was missing and the fallback alias was used
 
     def cleanup(self) -> None:
         self._scratch.cleanup()
@@ -275,23 +275,24 @@ def fetch(uri: str, fallback_alias: str | None = None) -> FetchedModel:
     match = URI_PATTERN.match(uri)
     if not match:
         raise TrackingError(f"{uri}: not a registry URI; expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    name = match["name"]
+    name, warning = match["name"], ""
     try:
         info = get_version(name, match["alias"] or match["version"])
     except TrackingError:
         if not (match["alias"] and fallback_alias):
             raise
         info = get_version(name, fallback_alias)
-        log.warning(f"warning: {name} has no @{match['alias']} yet; using @{fallback_alias} (version {info.version}). "
-                    f"Promote one with `musicid registry promote {info.version} --alias {match['alias']}`")
+        warning = (f"warning: {name} has no @{match['alias']} yet; using @{fallback_alias} (version {info.version}). "
+                   f"Promote one with `musicid registry promote {info.version} --alias {match['alias']}`")
     scratch = tempfile.TemporaryDirectory(prefix="musicid-model-")
     with tracking_errors(f"cannot download {uri}"):
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{info.version}", dst_path=scratch.name))
     model_dir, index_dir = _artifact_dir(local, MODEL_ARTIFACT), _artifact_dir(local, INDEX_ARTIFACT)
     if not (model_dir / "config.json").is_file():
         scratch.cleanup()
-        raise TrackingError(f"{uri} (version {info.version}) is not a musicid fingerprinter bundle")
-    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch)
+        raise TrackingError(f"{uri} (version {info.version}): its artifacts hold no musicid model "
+                            f"(artifact store moved or deleted, or not a musicid fingerprinter bundle)")
+    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning)
 
 
 def _artifact_dir(model_root: Path, name: str) -> Path:

@@ -37,7 +37,7 @@ for item in overrides:
 open(path, "w").write(yaml.safe_dump(params, sort_keys=False))
 PY
 (cd "$PIPE" && dvc repro index)
-(cd "$PIPE" && musicid identify "$MUSIC"/queries/*.wav --json > "$WORK/results.jsonl") || true
+(cd "$PIPE" && musicid identify "$MUSIC"/queries/*.wav --model models/fingerprinter --index data/index --json > "$WORK/results.jsonl") || true
 python - "$PIPE/data/manifests/train.jsonl" "$MUSIC/truth.json" "$WORK/truth-heldout.json" <<'PY'
 import json, sys
 train = {json.loads(line)["track_id"] for line in open(sys.argv[1])}

@@ -1,70 +1,26 @@
-"""End to end: the real `dvc repro` through `shards` in a temporary copy of the repository."""
+"""End to end: the real `dvc repro` (synth → report, MLflow registry included) in a temporary copy."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from e2e_repo import STAGES, make_repo
+from e2e_repo import env_for as _env
+from e2e_repo import run as _run
+from e2e_repo import set_params as _set_params
 from musicid.store import open_store, read_windows
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-TINY_PARAMS = {
-    "synth": {"seed": 3, "n_works": 4, "versions_per_work": 2, "min_duration_s": 4.0, "max_duration_s": 6.0},
-    "ingest": {"query_duration_s": 2.0},
-    "prepare": {"val_fraction": 0.25, "test_fraction": 0.25, "query_lengths_s": [1, 2], "queries_per_track": 1},
-    "shards": {"window_s": 1.5, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
-    "model": {"n_mels": 32, "channels": [8, 16, 16], "hidden": 64, "embedding_dim": 16},
-    "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_queries": 8, "device": "cpu"},
-    "index": {"checkpoint_every_refs": 3, "device": "cpu"},
-    "evaluate": {"conditions": ["noise", "speed"], "max_queries": 4},
-}
-STAGES = ("synth", "ingest", "prepare", "shards", "train", "index", "evaluate")
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"))
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    return env
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def _set_params(repo: Path, **sections: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git + DVC repository holding this project's pipeline definition with tiny params."""
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, work / name)
-    shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    env = _env(tmp_path)
-    _run(["git", "init", "-q"], work, env)
-    _set_params(work, **TINY_PARAMS)
-    return work
+    return make_repo(tmp_path)
 
 
 def _ran(output: str) -> set[str]:
@@ -109,16 +65,40 @@ def test_full_repro_then_only_changed_stages_rerun(repo: Path, tmp_path: Path) -
     ref = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
     audio, rate = sf.read(repo / "data/ingested" / ref["path"])
     sf.write(tmp_path / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)
-    line = json.loads(_run(["musicid", "identify", str(tmp_path / "clip.wav"), "--json"], repo, env).strip().splitlines()[-1])
+    line = json.loads(_run(["musicid", "identify", str(tmp_path / "clip.wav"), "--json"], repo, env, stdout_only=True))
     assert line["query"] == str(tmp_path / "clip.wav") and line["matches"]
     assert {"ref", "score", "offset_s"} <= set(line["matches"][0])
+
+    # the report stage wrote the release documents and registered the model (alias candidate)
+    card = (repo / "reports/model-card.md").read_text()
+    assert model_config["signature"] in card and "## Limitations" in card and "| **main top-1** |" in card
+    checklist = (repo / "reports/release-checklist.md").read_text()
+    assert "| gate `main_top1_3s` ≥ 0.9 |" in checklist and "index built with this model | pass" in checklist
+    assert "× real time" in (repo / "reports/benchmark-report.md").read_text()
+    versions = json.loads(_run(["musicid", "registry", "list", "--json"], repo, env, stdout_only=True))
+    assert [(v["version"], v["aliases"], v["signature"]) for v in versions] == [("1", ["candidate"], model_config["signature"])]
+    assert versions[0]["metrics"]["main_top1"] == metrics["main"]["top1"] and versions[0]["data_version"].endswith(".dir")
+    runs = _mlflow_runs(repo)
+    assert {run.data.tags["musicid.stage"] for run in runs} == {"train", "evaluate", "report"}
+    train_run = next(run for run in runs if run.data.tags["musicid.stage"] == "train")
+    assert train_run.data.params["train.epochs"] == "2" and train_run.data.metrics["best_val_top1"] >= 0
+    assert all(run.data.tags["musicid.data_version"] == versions[0]["data_version"] for run in runs)
+    assert all(run.data.tags.get("mlflow.parentRunId") == train_run.info.run_id for run in runs if run is not train_run)
 
     _set_params(repo, shards={"dtype": "float32"})
     status = _run(["dvc", "status"], repo, env)
     assert "shards:" in status and "prepare:" not in status and "ingest:" not in status
-    assert _ran(_run(["dvc", "repro"], repo, env)) == {"shards", "train", "index", "evaluate"}
+    assert _ran(_run(["dvc", "repro"], repo, env)) == {"shards", "train", "index", "evaluate", "report"}
     assert open_store(repo / "data/shards/train.zarr")["waveform"].dtype == np.float32
     assert "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def _mlflow_runs(repo: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("musicid")
+    return client.search_runs([experiment.experiment_id])
 
 
 def test_folder_source_with_a_corrupt_file_quarantines_it_and_succeeds(repo: Path, tmp_path: Path) -> None:

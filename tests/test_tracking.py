@@ -251,3 +251,42 @@ def test_fetch_downloads_model_and_bundled_index(mlflow_db: Path, bundles: dict[
     shutil.rmtree(mlflow_db.parent / "mlartifacts")  # artifacts gone: a one-line error, not a traceback
     with pytest.raises(TrackingError, match="its artifacts hold no musicid model"):
         fetch("models:/musicid-fingerprinter/1")
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_base64_audio(mlflow_db: Path, bundles: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    _register(bundles, "a", GOOD)
+    promote("musicid-fingerprinter", "1", "champion", RegistryConfig().gates)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/musicid-fingerprinter@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(1)
+        body = json.dumps({"dataframe_records": [{"audio": encode_audio(bundles["clip"])}], "params": {"top": 1}})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body.encode(),
+                                         {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert answer[0]["query"] == "base64[0]" and [m["ref"] for m in answer[0]["matches"]] == ["track1.wav"]

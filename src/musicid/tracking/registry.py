@@ -116,7 +116,7 @@ def register_bundle(
     """
     import mlflow
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     import musicid
     from musicid.tracking import pyfunc_entry
@@ -143,7 +143,10 @@ def register_bundle(
                     info = mlflow.pyfunc.log_model(
                         name="fingerprinter", python_model=pyfunc_entry.__file__, artifacts=artifacts,
                         code_paths=[str(Path(musicid.__file__).parent)],
-                        signature=ModelSignature(inputs=Schema([ColSpec("string", "audio")])),
+                        signature=ModelSignature(
+                            inputs=Schema([ColSpec("string", "audio")]),
+                            params=ParamSchema([ParamSpec("top", "long", identify.top)]),
+                        ),
                         pip_requirements=_requirements(),
                     )
             registered = mlflow.register_model(

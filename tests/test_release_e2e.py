@@ -1,0 +1,97 @@
+"""Pinned models and experiments, end to end on tiny params: DVC remote round trip, `dvc exp run`, queued experiments.
+
+One reproduced and committed repository is shared by the tests of this module (in file order).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from e2e_repo import env_for, make_repo, run, set_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`dvc repro` on tiny params, an absolute local remote, everything committed and tagged v0.1."""
+    tmp = tmp_path_factory.mktemp("release")
+    repo, env = make_repo(tmp), env_for(tmp)
+    run(["dvc", "remote", "modify", "local", "url", str(tmp / "remote")], repo, env)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
+    run(["git", "tag", "v0.1"], repo, env)
+    ref = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
+    audio, rate = sf.read(repo / "data/ingested" / ref["path"])
+    sf.write(tmp / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)
+    return {"tmp": tmp, "repo": repo, "env": env, "clip": tmp / "clip.wav", "ref": ref["track_id"]}
+
+
+def _signature(model_dir: Path) -> str:
+    return json.loads((model_dir / "config.json").read_text())["signature"]
+
+
+def _runs_by_exp(repo: Path) -> dict[str, list]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("musicid").experiment_id])
+    grouped: dict[str, list] = {}
+    for found in runs:
+        grouped.setdefault(found.data.tags.get("musicid.dvc_exp", ""), []).append(found)
+    return grouped
+
+
+def test_pinned_model_push_clone_pull_identify(released: dict) -> None:
+    tmp, repo, env = released["tmp"], released["repo"], released["env"]
+    assert "pushed" in run(["dvc", "push"], repo, env)
+    clone = tmp / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp, env)
+    assert not (clone / "models/fingerprinter").exists()
+    run(["dvc", "pull", "models/fingerprinter", "data/index"], clone, env)
+    assert _signature(clone / "models/fingerprinter") == _signature(repo / "models/fingerprinter")
+    answer = json.loads(run(["musicid", "identify", str(released["clip"]), "--model", "models/fingerprinter",
+                             "--index", "data/index", "--json"], clone, env, stdout_only=True))
+    assert answer["matches"] and {"ref", "score", "offset_s"} <= set(answer["matches"][0])
+    # a release tag pins the model for anyone: dvc get from the repository at that tag
+    run(["dvc", "get", str(repo), "models/fingerprinter", "--rev", "v0.1", "-o", str(tmp / "got")], tmp, env)
+    assert _signature(tmp / "got") == _signature(repo / "models/fingerprinter")
+
+
+def test_experiment_with_set_param_is_tracked(released: dict) -> None:
+    repo, env = released["repo"], released["env"]
+    out = run(["dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs"], repo, env)
+    assert "Running stage 'train'" in out and "Running stage 'synth'" not in out
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env, stdout_only=True))
+    text = json.dumps(shown)
+    assert "three-epochs" in text and "main" in text and "epochs_run" in text
+    runs = _runs_by_exp(repo)["three-epochs"]
+    train = next(r for r in runs if r.data.tags["musicid.stage"] == "train")
+    assert train.data.params["train.epochs"] == "3"
+    assert {r.data.tags["musicid.stage"] for r in runs} == {"train", "evaluate", "report"}
+    run(["git", "checkout", "-q", "--", "params.yaml"], repo, env)  # leave the workspace at the baseline
+
+
+def test_queued_experiments_land_in_the_repository_db(released: dict) -> None:
+    repo, env = released["repo"], released["env"]
+    run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.002,0.003"], repo, env)
+    run(["dvc", "queue", "start"], repo, env)
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo, env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    runs = _runs_by_exp(repo)
+    queued = {name: found for name, found in runs.items() if name and name != "three-epochs"}
+    lrs = {next(r for r in found if r.data.tags["musicid.stage"] == "train").data.params["train.lr"]
+           for found in queued.values()}
+    assert len(queued) == 2 and lrs == {"0.002", "0.003"}
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing went to a throwaway DB

@@ -290,3 +290,31 @@ def test_mlflow_models_serve_answers_base64_audio(mlflow_db: Path, bundles: dict
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
     assert answer[0]["query"] == "base64[0]" and [m["ref"] for m in answer[0]["matches"]] == ["track1.wav"]
+
+
+def test_registry_register_cli_registers_the_workspace_model(mlflow_db: Path, bundles: dict[str, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "ws"
+    shutil.copytree(bundles["model_a"], work / "models/fingerprinter")
+    shutil.copytree(bundles["index_a"], work / "data/index")
+    cell = {"top1": 0.96, "top5": 1.0, "n": 4}
+    evaluation = {
+        "queries": 8, "errors": 0, "offset_accuracy": 1.0, "latency_ms": {"p50": 5.0, "p95": 9.0},
+        "main": {"top1": 0.96, "top5": 1.0, "by_length": {"3s": cell, "10s": cell}},
+        "by_condition": {"noise": {"3s": cell, "10s": cell}},
+        "model_signature": "someone-else",
+    }
+    (work / "reports/eval").mkdir(parents=True)
+    (work / "reports/eval/metrics.json").write_text(json.dumps(evaluation))
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", work / "params.yaml")
+    monkeypatch.chdir(work)
+    stale = CliRunner().invoke(main, ["registry", "register"])
+    assert stale.exit_code == 2 and "run `dvc repro evaluate` first" in stale.output
+    evaluation["model_signature"] = load_model(bundles["model_a"], "cpu").signature
+    (work / "reports/eval/metrics.json").write_text(json.dumps(evaluation))
+    done = CliRunner().invoke(main, ["registry", "register"])
+    assert done.exit_code == 0, done.output
+    assert "version 1 registered, alias @candidate → 1" in done.output
+    (version,) = list_versions("musicid-fingerprinter")
+    assert version.metrics["main_top1_3s"] == 0.96 and version.metrics["noise_top1_10s"] == 0.96
+    assert MlflowClient().get_run(version.run_id).data.tags["musicid.stage"] == "register"

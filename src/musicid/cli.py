@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from musicid import __version__
-from musicid.errors import MusicidError
+from musicid.errors import MusicidError, NotReadyError
 
 PARAMS_OPTION = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
@@ -411,11 +411,12 @@ def registry_promote(version: str, alias: str | None, params_path: str, name: st
 def registry_register(params_path: str) -> None:
     """Register models/fingerprinter + data/index with their evaluation (what the report stage does)."""
     from musicid.config import load_params
-    from musicid.stages import register
-    from musicid.tracking import configure
+    from musicid.stages import register_workspace
 
-    configure()
-    register(load_params(params_path))
+    for path in ("models/fingerprinter/config.json", "reports/eval/metrics.json", "data/index/meta.json"):
+        if not Path(path).is_file():
+            raise NotReadyError(f"{path} not found: run `dvc repro evaluate` (or `dvc pull`) first")
+    register_workspace(load_params(params_path))
 
 
 # --- reports ------------------------------------------------------------------------------------

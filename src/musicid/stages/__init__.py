@@ -114,10 +114,9 @@ def evaluate(params: Params, workers: int | None = None) -> None:
     from musicid.evaluate.run import evaluate_queries, summarize, write_reports
     from musicid.fsutil import read_jsonl
     from musicid.identify import Identifier
+    from musicid.evaluate.run import key_metrics
     from musicid.index import load_index
     from musicid.models.io import load_model
-
-    from musicid.evaluate.run import key_metrics
     from musicid.tracking import stage_run
 
     loaded = load_model(MODEL, params.index.device)
@@ -184,28 +183,35 @@ def report(params: Params, workers: int | None = None) -> None:
         print("report: tracking.enabled is false: model not registered")
 
 
-def register(params: Params, metrics: dict[str, float] | None = None, run_tags: dict[str, str] | None = None) -> str:
-    """Register models/fingerprinter (+ data/index) as a new version with alias candidate; return the version."""
-    from musicid.evaluate.run import key_metrics
-    from musicid.fsutil import read_json
+def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
+    """Register models/fingerprinter (+ data/index) inside the active run, alias candidate; return the version."""
     from musicid.tracking import register_bundle
-    from musicid.tracking.runs import provenance_tags
 
-    signature = read_json(MODEL / "config.json")["signature"]
-    if metrics is None:
-        evaluation = read_json(EVAL_REPORT / "metrics.json")
-        if evaluation.get("model_signature") != signature:
-            from musicid.errors import NotReadyError
-
-            raise NotReadyError(f"{EVAL_REPORT}/metrics.json evaluates model {evaluation.get('model_signature')}, "
-                                f"not {signature} in {MODEL}: run `dvc repro evaluate` first")
-        metrics = key_metrics(evaluation)
-    tags = {k: v for k, v in (run_tags or provenance_tags("report")).items() if k.startswith("musicid.")}
+    tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
     version, is_new = register_bundle(MODEL, INDEX, metrics, params.registry, params.identify, tags)
     name, alias = params.registry.model_name, params.registry.candidate_alias
     print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "
           f"alias @{alias} → {version}")
     return version
+
+
+def register_workspace(params: Params) -> str:
+    """`musicid registry register`: register the workspace's model with its evaluation, in a run of its own."""
+    from musicid.errors import ConfigError, NotReadyError
+    from musicid.evaluate.run import key_metrics
+    from musicid.fsutil import read_json
+    from musicid.tracking import stage_run
+
+    if not params.tracking.enabled:
+        raise ConfigError("params.yaml: tracking.enabled is false; enable it to use the registry")
+    signature = read_json(MODEL / "config.json")["signature"]
+    evaluation = read_json(EVAL_REPORT / "metrics.json")
+    if evaluation.get("model_signature") != signature:
+        raise NotReadyError(f"{EVAL_REPORT}/metrics.json evaluates model {evaluation.get('model_signature')}, "
+                            f"not {signature} in {MODEL}: run `dvc repro evaluate` first")
+    with stage_run("register", params.tracking, sections(params, "registry"), signature=signature,
+                   parent_stage="train") as run:
+        return register(params, key_metrics(evaluation), run.run.data.tags)
 
 
 STAGES = {

@@ -53,3 +53,21 @@ def test_config_is_frozen() -> None:
     params = parse_params({})
     with pytest.raises(Exception):
         params.shards.dtype = "float32"  # type: ignore[misc]
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    import click
+
+    from musicid.cli import main
+
+    def paths(command: click.Command, prefix: list[str]):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from paths(sub, prefix + [name])
+        else:
+            yield " ".join(prefix)
+
+    readme = (REPO / "README.md").read_text()
+    missing = [p for p in paths(main, []) if f"musicid {p}" not in readme and not p.startswith("stage ")]
+    assert not missing, f"README does not mention: {missing}"
+    assert "musicid stage NAME" in readme

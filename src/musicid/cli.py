@@ -44,9 +44,10 @@ class MusicidGroup(click.Group):
 def main() -> None:
     """musicid: versioned, reproducible music identification.
 
-    The pipeline (dvc.yaml) runs synth → ingest → prepare → shards → train → index → evaluate;
-    `dvc repro` rebuilds what is stale. These commands inspect sources, validate manifests, look
-    into stores, build indexes for any folder and identify audio clips.
+    The pipeline (dvc.yaml) runs synth → ingest → prepare → shards → train → index → evaluate →
+    report; `dvc repro` rebuilds what is stale, and every run is tracked in MLflow. These commands
+    inspect sources, validate manifests, look into stores, build indexes for any folder, manage
+    the model registry and identify audio clips (with the registry's champion by default).
     """
 
 

@@ -53,6 +53,9 @@ class IngestConfig(Section):
     query_duration_s: float = Field(10.0, gt=0)
 
 
+SliceStrategy = Literal["random", "silence_aware", "high_energy", "beat_aware", "repeated_section_aware", "hybrid"]
+
+
 class PrepareConfig(Section):
     """Split by work into train/val/test and plan evaluation queries on the held-out test works."""
 
@@ -63,6 +66,7 @@ class PrepareConfig(Section):
         default_factory=lambda: [1.0, 2.0, 3.0, 5.0, 10.0], min_length=1
     )
     queries_per_track: int = Field(2, ge=1)
+    query_strategy: SliceStrategy = "random"  # where queries start (musicid.audio.slicing)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "PrepareConfig":
@@ -87,6 +91,9 @@ class ShardsConfig(Section):
     splits: list[Literal["train", "val", "test"]] = Field(
         default_factory=lambda: ["train", "val", "test"], min_length=1
     )
+    strategy: Literal["grid", "random", "silence_aware", "high_energy", "beat_aware", "repeated_section_aware", "hybrid"] = "grid"
+    windows_per_track: int = Field(0, ge=0)  # with a strategy other than grid; 0 = as many as the grid gives
+    seed: int = 0
 
     @model_validator(mode="after")
     def _level_fits_compressor(self) -> "ShardsConfig":

@@ -61,17 +61,36 @@ def assign_splits(tracks: list[dict[str, Any]], cfg: PrepareConfig) -> dict[str,
     return splits
 
 
-def plan_queries(test_tracks: list[dict[str, Any]], cfg: PrepareConfig) -> list[dict[str, Any]]:
-    """Query windows (track, start, length) on held-out tracks; degradations are applied at evaluation."""
+def _query_starts(track: dict[str, Any], position: int, cfg: PrepareConfig, rng: np.random.Generator,
+                  audio_root: Path | None) -> dict[float, list[float]]:
+    """Start times per query length for one track, by `cfg.query_strategy`."""
+    lengths = [length for length in cfg.query_lengths_s if float(track["duration_s"]) - length >= 0]
+    if cfg.query_strategy == "random":  # no audio needed
+        return {length: [float(rng.uniform(0.0, float(track["duration_s"]) - length)) for _ in range(cfg.queries_per_track)]
+                for length in lengths}
+    from musicid.audio import decode
+    from musicid.audio.slicing import analyze, choose_starts
+
+    if audio_root is None:
+        raise ValueError(f"query_strategy {cfg.query_strategy} needs the audio (pass audio_root)")
+    audio = decode(audio_root / track["path"])
+    analysis = analyze(audio.samples, audio.sample_rate)
+    track_rng = np.random.default_rng([cfg.seed, 2, position])
+    return {length: [float(s) for s in choose_starts(analysis, length, cfg.queries_per_track, cfg.query_strategy, track_rng)]
+            for length in lengths}
+
+
+def plan_queries(test_tracks: list[dict[str, Any]], cfg: PrepareConfig, audio_root: Path | None = None) -> list[dict[str, Any]]:
+    """Query windows (track, start, length) on held-out tracks; degradations are applied at evaluation.
+
+    Starts follow `cfg.query_strategy`; strategies other than random read the audio under audio_root.
+    """
     rng = np.random.default_rng([cfg.seed, 1])
     queries = []
-    for track in test_tracks:
-        for length in cfg.query_lengths_s:
-            room = float(track["duration_s"]) - length
-            if room < 0:
-                continue
-            for _ in range(cfg.queries_per_track):
-                start = round(float(rng.uniform(0.0, room)), 3)
+    for position, track in enumerate(test_tracks):
+        for length, starts in _query_starts(track, position, cfg, rng, audio_root).items():
+            for start in starts:
+                start = round(start, 3)
                 queries.append(
                     {
                         "query_id": f"{track['track_id']}@{start:.3f}+{length:g}s",
@@ -112,7 +131,7 @@ def prepare(catalog_path: str | Path, out_dir: str | Path, cfg: PrepareConfig) -
     tracks = catalog["tracks"]
     splits = assign_splits(tracks, cfg)
     check_no_leakage(splits)
-    queries = plan_queries(splits["test"], cfg)
+    queries = plan_queries(splits["test"], cfg, audio_root=Path(catalog_path).parent)
     refs = sorted((t for name in SPLITS for t in splits[name]), key=lambda t: t["track_id"])
     summary = {
         "seed": cfg.seed,

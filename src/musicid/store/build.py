@@ -14,18 +14,34 @@ from musicid.audio.framing import frame_windows
 from musicid.config import ShardsConfig
 
 
-def _track_windows(args: tuple[str, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    path, sample_rate, window, hop = args
+def _track_windows(args: tuple[str, int, ShardsConfig]) -> tuple[np.ndarray, np.ndarray]:
+    path, position, cfg = args
     audio = decode(path)
-    signal = to_model_rate(audio.samples, audio.sample_rate, sample_rate)
-    return frame_windows(signal, window, hop)
+    signal = to_model_rate(audio.samples, audio.sample_rate, cfg.sample_rate)
+    if cfg.strategy == "grid":
+        return frame_windows(signal, cfg.window_samples, cfg.hop_samples)
+    return strategy_windows(signal, cfg, np.random.default_rng([cfg.seed, position]))
+
+
+def strategy_windows(signal: np.ndarray, cfg: ShardsConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Windows where `cfg.strategy` puts them (musicid.audio.slicing); as many as the grid unless windows_per_track."""
+    from musicid.audio.framing import segment_starts
+    from musicid.audio.slicing import TrackAnalysis, choose_starts
+
+    window = cfg.window_samples
+    if len(signal) <= window:  # one (padded) window, as the grid gives
+        return frame_windows(signal, window, cfg.hop_samples)
+    count = cfg.windows_per_track or len(segment_starts(len(signal), window, cfg.hop_samples))
+    starts = choose_starts(TrackAnalysis(signal, cfg.sample_rate), cfg.window_s, count, cfg.strategy, rng)
+    samples = np.minimum(np.round(starts * cfg.sample_rate).astype(np.int64), len(signal) - window)
+    return np.stack([signal[s : s + window] for s in samples]).astype(np.float32), samples
 
 
 def iter_track_windows(
     tracks: list[dict[str, Any]], audio_root: Path, cfg: ShardsConfig, workers: int, desc: str
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (track position, windows, start samples) in manifest order, decoding in parallel."""
-    jobs = [(str(audio_root / t["path"]), cfg.sample_rate, cfg.window_samples, cfg.hop_samples) for t in tracks]
+    jobs = [(str(audio_root / t["path"]), position, cfg) for position, t in enumerate(tracks)]
     with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

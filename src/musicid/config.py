@@ -46,6 +46,7 @@ class IngestConfig(Section):
     """Where the raw audio comes from and what counts as usable audio."""
 
     source: str = "data/raw/synthetic.tar.gz"
+    source_type: Literal["auto", "fma", "mtg_jamendo"] = "auto"  # auto: a folder or archive (+ metadata CSV)
     metadata: str = "metadata.csv"
     min_duration_s: float = Field(1.0, ge=0)
     silence_threshold_db: float = Field(-60.0, le=0)
@@ -67,6 +68,7 @@ class PrepareConfig(Section):
     )
     queries_per_track: int = Field(2, ge=1)
     query_strategy: SliceStrategy = "random"  # where queries start (musicid.audio.slicing)
+    split_by: Literal["work", "source"] = "work"  # source: keep a catalog's official split (FMA, MTG-Jamendo)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "PrepareConfig":

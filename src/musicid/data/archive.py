@@ -18,6 +18,50 @@ from pathlib import Path, PurePosixPath
 from musicid.errors import ArchiveError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+DOWNLOADING_SUFFIXES = (".part", ".crdownload", ".download", ".partial", ".tmp")
+ZIP_LOCAL_HEADER = b"PK\x03\x04"
+
+
+def zip_shortfall(path: Path) -> str:
+    """Byte counts for a zip whose end is missing: walk the local headers to the first member cut short."""
+    size = path.stat().st_size
+    offset, complete = 0, 0
+    with path.open("rb") as handle:
+        while True:
+            handle.seek(offset)
+            header = handle.read(30)
+            if len(header) < 30 or header[:4] != ZIP_LOCAL_HEADER:
+                break
+            flags = int.from_bytes(header[6:8], "little")
+            packed = int.from_bytes(header[18:22], "little")
+            name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+            name = handle.read(name_len).decode("utf-8", "replace")
+            end = offset + 30 + name_len + extra_len + packed
+            if flags & 0x08 and packed == 0:  # sizes only in a trailing data descriptor: cannot tell
+                return f"{size} bytes on disk; {complete} complete member(s) before {name!r}"
+            if end > size:
+                return f"{size} bytes on disk, member {name!r} needs bytes up to {end} ({end - size} missing)"
+            complete += 1
+            offset = end
+    return f"{size} bytes on disk, {complete} complete member(s) up to byte {offset}, no central directory after them"
+
+
+def tar_shortfall(path: Path) -> str:
+    """Byte counts for a tar stream that ends early: how far it reads and which member it cuts."""
+    size, last, needed, read = path.stat().st_size, None, 0, 0
+    try:
+        with tarfile.open(path, "r|*") as stream:
+            for member in stream:
+                last, needed = member.name, member.offset_data + member.size
+                if member.isfile():
+                    handle = stream.extractfile(member)
+                    while handle is not None and handle.read(1 << 14):
+                        read = member.offset_data + handle.tell()
+                read = max(read, needed)
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        pass
+    where = f", member {last!r} needs {needed} uncompressed bytes, the stream ends near {read}" if last else ""
+    return f"{size} bytes on disk{where}"
 
 
 def source_kind(path: str | Path) -> str:
@@ -28,6 +72,9 @@ def source_kind(path: str | Path) -> str:
     if not path.exists():
         raise ArchiveError(f"{path}: no such file or folder")
     name = path.name.lower()
+    if name.endswith(DOWNLOADING_SUFFIXES):
+        raise ArchiveError(f"{path}: archive_not_complete: still downloading ({path.stat().st_size} bytes so far); "
+                           "wait for the download to finish")
     if name.endswith(".zip"):
         return "zip"
     if name.endswith(TAR_SUFFIXES):
@@ -61,7 +108,7 @@ def _verify_tar(path: Path) -> list[tarfile.TarInfo]:
         with tarfile.open(path, "r:*") as tar:
             members = tar.getmembers()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise ArchiveError(f"{path}: archive_not_complete or unreadable: {exc}") from None
+        raise ArchiveError(f"{path}: archive_not_complete or unreadable: {tar_shortfall(path)} ({exc})") from None
     for member in members:
         name = _check_member_name(path, member.name)
         if member.issym():
@@ -83,9 +130,9 @@ def _verify_zip(path: Path) -> list[zipfile.ZipInfo]:
                     _check_link_target(path, name, archive.read(info).decode("utf-8", "replace"), True)
             bad = archive.testzip()
     except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{path}: archive_not_complete: not a complete zip file ({exc})") from None
+        raise ArchiveError(f"{path}: archive_not_complete: {zip_shortfall(path)} ({exc})") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"{path}: archive_not_complete: {exc}") from None
+        raise ArchiveError(f"{path}: archive_not_complete: {zip_shortfall(path)} ({exc})") from None
     if bad is not None:
         raise ArchiveError(f"{path}: corrupt member {bad!r}: CRC check failed")
     return members

@@ -7,7 +7,6 @@ Track metadata (work, version, title, style) comes from a metadata CSV when the 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import shutil
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from musicid.audio import DecodeError, decode, list_files, measure
 from musicid.config import IngestConfig
 from musicid.data.archive import extract_archive, source_kind
+from musicid.data.sources import load_metadata
 from musicid.fsutil import atomic_dir, write_json
 
 CATALOG = "catalog.json"
@@ -45,16 +45,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_metadata(root: Path, filename: str) -> dict[str, dict[str, str]]:
-    """Metadata rows keyed by member path (`file` column) or, failing that, by track_id."""
-    path = root / filename
-    if not filename or not path.is_file():
-        return {}
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {(row.get("file") or row.get("track_id") or "").strip(): row for row in rows}
 
 
 def _probe(args: tuple[str, str, float, float, float]) -> dict[str, Any]:
@@ -101,6 +91,9 @@ def _attach_metadata(record: dict[str, Any], metadata: dict[str, dict[str, str]]
         "version": int(version) if str(version).strip().lstrip("-").isdigit() else 0,
         "title": (row.get("title") or Path(rel).stem).strip(),
         "style": (row.get("style") or "").strip(),
+        # open catalogs also carry an artist and their official split (fma, mtg_jamendo)
+        **{key: (row.get(field) or "").strip() for key, field in (("artist", "artist"), ("source_split", "split"))
+           if (row.get(field) or "").strip()},
     }
 
 
@@ -108,7 +101,7 @@ def scan_folder(root: str | Path, cfg: IngestConfig, workers: int | None = None,
     """Decode and measure every audio file under `root`; classify into tracks and quarantine."""
     root = Path(root)
     audio_files, other_files = list_files(root)
-    metadata = read_metadata(root, cfg.metadata)
+    metadata = load_metadata(root, cfg.source_type, cfg.metadata)
     jobs = [(str(root), rel, cfg.min_duration_s, cfg.silence_threshold_db, cfg.max_silent_fraction) for rel in audio_files]
     workers = workers or default_workers()
     result = ScanResult(ignored=other_files)

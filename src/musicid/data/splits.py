@@ -45,7 +45,22 @@ def group_works(tracks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def assign_splits(tracks: list[dict[str, Any]], cfg: PrepareConfig) -> dict[str, list[dict[str, Any]]]:
-    """Deterministic (by seed) work-level split; at least one group in train and in test."""
+    """Deterministic (by seed) work-level split; at least one group in train and in test.
+
+    With `split_by: source`, tracks that carry their catalog's official split (FMA, MTG-Jamendo)
+    keep it; the others are split by work as usual.
+    """
+    if cfg.split_by == "source":
+        official = [t for t in tracks if t.get("source_split") in SPLITS]
+        if official:
+            rest = [t for t in tracks if t.get("source_split") not in SPLITS]
+            splits = {name: [{**t, "split": name} for t in official if t["source_split"] == name] for name in SPLITS}
+            if rest:
+                for name, extra in assign_splits(rest, cfg.model_copy(update={"split_by": "work"})).items():
+                    splits[name].extend(extra)
+            if not splits["train"] or not splits["test"]:
+                raise NotReadyError("the source's official split leaves train or test empty; use prepare.split_by: work")
+            return {name: sorted(splits[name], key=lambda t: t["track_id"]) for name in SPLITS}
     groups = group_works(tracks)
     if len(groups) < 2:
         raise NotReadyError(f"need at least 2 distinct works to split into train and test; found {len(groups)}")

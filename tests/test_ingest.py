@@ -67,3 +67,35 @@ def test_inspect_summary_and_readiness(audio_folder: Path) -> None:
     too_long = summarize(scan_folder(audio_folder, CFG, workers=1, progress=False), query_duration_s=7.0)
     assert too_long["readiness"]["ready_for_smoke"] is False
     assert "at least 7 s long" in too_long["readiness"]["reasons"][0]
+
+
+def test_data_commands_take_an_optional_source_and_compare_candidates(audio_folder: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from musicid.cli import main
+
+    runner = CliRunner()
+    plain = json.loads(runner.invoke(main, ["data", "inspect", str(audio_folder), "--query-duration", "5", "--json"]).stdout)
+    typed = json.loads(runner.invoke(main, ["data", "inspect", "folder", str(audio_folder), "--query-duration", "5",
+                                            "--json"]).stdout)
+    assert plain == typed and typed["files"]["decodable"] == 6
+    # six files of 4-6 s, four of them >= 5 s: at the default eval ratio 0.2 one is held out (one 5 s query)
+    assert typed["recommended"] == {"eval_tracks": 1, "train_tracks": 5, "test_queries": 1}
+    ready = runner.invoke(main, ["data", "check-ready", "folder", str(audio_folder), "--query-duration", "5",
+                                 "--eval-ratio", "0.5"])
+    assert ready.exit_code == 0 and "2 eval tracks" in ready.stdout
+    not_ready = runner.invoke(main, ["data", "check-ready", str(audio_folder), "--query-duration", "30"])
+    assert not_ready.exit_code == 1 and "at least 30 s long" in not_ready.stderr
+    bad = runner.invoke(main, ["data", "inspect", "spotify", str(audio_folder)])
+    assert bad.exit_code == 2 and "SOURCE one of auto, folder, archive" in bad.stderr
+
+    (tmp_path / "small").mkdir()
+    import shutil
+
+    shutil.copy(audio_folder / "w0" / "w0_v0.wav", tmp_path / "small" / "one.wav")
+    table = runner.invoke(main, ["data", "inspect-batch", f"full={audio_folder}", f"small={tmp_path / 'small'}",
+                                 "--query-duration", "5"])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:3] == ["full", "6", "6"] and lines[1].endswith("true")
+    assert lines[2].split()[:2] == ["small", "1"] and lines[2].endswith("false")

@@ -59,33 +59,67 @@ def data() -> None:
     """Inspect audio sources, check readiness, validate manifests, generate synthetic music."""
 
 
-def _scan(path: str, params_path: str, workers: int | None) -> Any:
-    from musicid.config import load_params, IngestConfig
+SOURCE_TYPES = {"auto": "auto", "folder": "auto", "archive": "auto", "synthetic": "auto", "fma": "fma",
+                "mtg_jamendo": "mtg_jamendo"}
+SOURCE_ARGS = click.argument("source_and_path", nargs=-1, required=True, metavar="[SOURCE] PATH")
+METADATA_OPTION = click.option("--metadata", default=None,
+                               help="Metadata file (fma: tracks.csv; mtg_jamendo: a .tsv) [default: ingest.metadata].")
+EVAL_RATIO_OPTION = click.option("--eval-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+                                 show_default=True, help="Share of usable files held out for evaluation queries.")
+
+
+def _source(source_and_path: tuple[str, ...]) -> tuple[str, str]:
+    """`PATH` or `SOURCE PATH` → (ingest source_type, path); SOURCE is one of SOURCE_TYPES."""
+    if len(source_and_path) == 1:
+        return "auto", source_and_path[0]
+    if len(source_and_path) != 2 or source_and_path[0] not in SOURCE_TYPES:
+        raise click.BadParameter(f"expected [SOURCE] PATH with SOURCE one of {', '.join(SOURCE_TYPES)}; "
+                                 f"got {' '.join(source_and_path)}", param_hint="SOURCE PATH")
+    if not Path(source_and_path[1]).exists():
+        raise click.BadParameter(f"{source_and_path[1]}: no such file or folder", param_hint="PATH")
+    return SOURCE_TYPES[source_and_path[0]], source_and_path[1]
+
+
+def _scan(source_and_path: tuple[str, ...], params_path: str, workers: int | None, metadata: str | None = None) -> Any:
+    from musicid.config import IngestConfig, load_params
     from musicid.data.ingest import CATALOG, scan_source
     from musicid.data.inspect import load_ingested
 
+    source_type, path = _source(source_and_path)
+    if not Path(path).exists():
+        raise click.BadParameter(f"{path}: no such file or folder", param_hint="PATH")
     if (Path(path) / CATALOG).is_file():
         return load_ingested(path)
     cfg = load_params(params_path).ingest if Path(params_path).exists() else IngestConfig()
-    return scan_source(path, cfg, workers=workers, progress=sys.stderr.isatty())
+    update = {"source_type": source_type} | ({"metadata": metadata} if metadata else {})
+    if source_type == "auto" and cfg.source_type != "auto" and not metadata:
+        update["metadata"] = IngestConfig().metadata  # params.yaml's fma/mtg metadata does not apply to a plain folder
+    return scan_source(path, cfg.model_copy(update=update), workers=workers, progress=sys.stderr.isatty())
 
 
 @data.command("inspect")
-@click.argument("path", type=click.Path(exists=True))
+@SOURCE_ARGS
 @click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@EVAL_RATIO_OPTION
+@METADATA_OPTION
 @PARAMS_OPTION
 @WORKERS_OPTION
 @JSON_OPTION
-def data_inspect(path: str, query_duration: float, params_path: str, workers: int | None, as_json: bool) -> None:
-    """Describe PATH (a folder, archive or ingested folder): counts, hours, durations, formats."""
+def data_inspect(source_and_path: tuple[str, ...], query_duration: float, eval_ratio: float, metadata: str | None,
+                 params_path: str, workers: int | None, as_json: bool) -> None:
+    """Describe PATH (a folder, archive or ingested folder): counts, hours, durations, formats.
+
+    SOURCE (optional): auto, folder, archive, synthetic, fma or mtg_jamendo (see README).
+    Also recommends how many tracks to hold out and how many test queries they give.
+    """
     from musicid.data.inspect import summarize
 
-    report = summarize(_scan(path, params_path, workers), query_duration)
+    report = summarize(_scan(source_and_path, params_path, workers, metadata), query_duration, eval_ratio)
     if as_json:
         _emit_json(report)
         return
     files, durations = report["files"], report["duration_s"]
-    click.echo(f"{path}")
+    click.echo(f"{source_and_path[-1]}")
     click.echo(f"  audio files   {files['audio']} ({files['decodable']} decodable, {files['quarantined']} quarantined)")
     click.echo(f"  total         {report['total_hours']:.3f} h in {report['works']} work(s)")
     click.echo(f"  durations     min {durations['min']:.1f} s, median {durations['median']:.1f} s, max {durations['max']:.1f} s")
@@ -96,29 +130,69 @@ def data_inspect(path: str, query_duration: float, params_path: str, workers: in
     click.echo(f"  sample rates  {', '.join(f'{k} Hz ×{v}' for k, v in report['sample_rates'].items()) or '-'}")
     for reason, count in report["quarantine_reasons"].items():
         click.echo(f"  quarantined   {reason} ×{count}")
+    advice = report["recommended"]
+    click.echo(f"  recommended   {advice['train_tracks']} train / {advice['eval_tracks']} eval tracks, "
+               f"{advice['test_queries']} test queries of {query_duration:g} s (eval ratio {eval_ratio:g})")
     verdict = report["readiness"]
     click.echo(f"  ready_for_smoke: {str(verdict['ready_for_smoke']).lower()}")
     for reason in verdict["reasons"]:
         click.echo(f"    - {reason}")
 
 
-@data.command("check-ready")
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), required=True,
-              help="Seconds a file needs to yield one evaluation query.")
+@data.command("inspect-batch")
+@click.argument("candidates", nargs=-1, required=True, metavar="NAME=PATH...")
+@click.option("--source", "source_type", type=click.Choice(list(SOURCE_TYPES)), default="auto", show_default=True)
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@EVAL_RATIO_OPTION
 @PARAMS_OPTION
 @WORKERS_OPTION
 @JSON_OPTION
-def data_check_ready(path: str, query_duration: float, params_path: str, workers: int | None, as_json: bool) -> None:
-    """Exit 0 if PATH has ≥2 decodable files and ≥2 files as long as a query; else exit 1 with why."""
-    from musicid.data.inspect import readiness
+def data_inspect_batch(candidates: tuple[str, ...], source_type: str, query_duration: float, eval_ratio: float,
+                       params_path: str, workers: int | None, as_json: bool) -> None:
+    """Inspect several candidate folders side by side (NAME=PATH each): size, durations, readiness."""
+    from musicid.data.inspect import summarize
 
-    scan = _scan(path, params_path, workers)
-    verdict = readiness([t["duration_s"] for t in scan.tracks], query_duration)
+    reports = {}
+    for candidate in candidates:
+        name, sep, path = candidate.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{candidate!r}: expected NAME=PATH", param_hint="NAME=PATH")
+        reports[name] = summarize(_scan((source_type, path), params_path, workers), query_duration, eval_ratio)
+    if as_json:
+        _emit_json(reports)
+        return
+    header = f"{'name':<16}{'files':>7}{'quar.':>7}{'hours':>8}{'median s':>10}{'eval':>6}{'queries':>9}  ready"
+    click.echo(header)
+    for name, report in reports.items():
+        click.echo(
+            f"{name:<16}{report['files']['decodable']:>7}{report['files']['quarantined']:>7}{report['total_hours']:>8.2f}"
+            f"{report['duration_s']['median']:>10.1f}{report['recommended']['eval_tracks']:>6}"
+            f"{report['recommended']['test_queries']:>9}  {str(report['readiness']['ready_for_smoke']).lower()}"
+        )
+
+
+@data.command("check-ready")
+@SOURCE_ARGS
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Seconds a file needs to yield one evaluation query.")
+@EVAL_RATIO_OPTION
+@METADATA_OPTION
+@PARAMS_OPTION
+@WORKERS_OPTION
+@JSON_OPTION
+def data_check_ready(source_and_path: tuple[str, ...], query_duration: float, eval_ratio: float, metadata: str | None,
+                     params_path: str, workers: int | None, as_json: bool) -> None:
+    """Exit 0 if [SOURCE] PATH has ≥2 decodable files and ≥2 files as long as a query; else exit 1 with why."""
+    from musicid.data.inspect import readiness, recommend
+
+    scan = _scan(source_and_path, params_path, workers, metadata)
+    durations = [t["duration_s"] for t in scan.tracks]
+    verdict = readiness(durations, query_duration) | {"recommended": recommend(durations, query_duration, eval_ratio)}
     if as_json:
         _emit_json(verdict)
     elif verdict["ready_for_smoke"]:
-        click.echo(f"ready_for_smoke: {verdict['decodable_files']} decodable, {verdict['files_long_enough']} ≥ {query_duration:g} s")
+        click.echo(f"ready_for_smoke: {verdict['decodable_files']} decodable, {verdict['files_long_enough']} ≥ {query_duration:g} s; "
+                   f"{verdict['recommended']['eval_tracks']} eval tracks at eval ratio {eval_ratio:g}")
     else:
         click.echo("not ready: " + "; ".join(verdict["reasons"]), err=True)
     sys.exit(0 if verdict["ready_for_smoke"] else 1)

@@ -42,8 +42,23 @@ def readiness(durations: list[float], query_duration_s: float) -> dict[str, Any]
     }
 
 
-def summarize(scan: ScanResult, query_duration_s: float) -> dict[str, Any]:
-    """Counts, hours, duration histogram, formats, quarantine reasons and readiness."""
+def recommend(durations: list[float], query_duration_s: float, eval_ratio: float = 0.2,
+              max_queries_per_track: int = 10) -> dict[str, int]:
+    """How a source this size is best split: eval/train tracks and how many queries the eval side holds.
+
+    Eval tracks are `eval_ratio` of the files long enough for a query (at least one, leaving one
+    for training); each yields up to `max_queries_per_track` non-overlapping queries.
+    """
+    usable = sorted((d for d in durations if d >= query_duration_s), reverse=True)
+    if len(usable) < 2:
+        return {"eval_tracks": 0, "train_tracks": len(durations), "test_queries": 0}
+    n_eval = min(len(usable) - 1, max(1, round(eval_ratio * len(usable))))
+    per_track = [min(max_queries_per_track, int(d // query_duration_s)) for d in usable[:n_eval]]
+    return {"eval_tracks": n_eval, "train_tracks": len(durations) - n_eval, "test_queries": int(sum(per_track))}
+
+
+def summarize(scan: ScanResult, query_duration_s: float, eval_ratio: float = 0.2) -> dict[str, Any]:
+    """Counts, hours, duration histogram, formats, quarantine reasons, readiness and a recommended split."""
     durations = [float(t["duration_s"]) for t in scan.tracks]
     histogram = {
         _bin_label(lo, hi): int(sum(lo <= d < hi for d in durations))
@@ -69,6 +84,7 @@ def summarize(scan: ScanResult, query_duration_s: float) -> dict[str, Any]:
         "channels": {str(k): v for k, v in Counter(t["channels"] for t in scan.tracks).items()},
         "works": len({t.get("work_id", t["track_id"]) for t in scan.tracks}),
         "readiness": readiness(durations, query_duration_s),
+        "recommended": recommend(durations, query_duration_s, eval_ratio),
     }
 
 

@@ -99,3 +99,24 @@ def test_data_commands_take_an_optional_source_and_compare_candidates(audio_fold
     lines = table.stdout.splitlines()
     assert lines[1].split()[:3] == ["full", "6", "6"] and lines[1].endswith("true")
     assert lines[2].split()[:2] == ["small", "1"] and lines[2].endswith("false")
+
+
+def test_data_prepare_writes_valid_manifests_with_overlapping_queries(audio_folder: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from musicid.cli import main
+
+    out = tmp_path / "prepared"
+    args = ["data", "prepare", "folder", str(audio_folder), "--output-root", str(out), "--eval-ratio", "0.3",
+            "--query-duration", "2", "--query-stride", "1", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["quarantined"] == len(BAD_FILES) and summary["tracks"]["test"] == 2  # one work of two versions
+    queries = [json.loads(line) for line in (out / "manifests/queries.jsonl").read_text().splitlines()]
+    test = {json.loads(line)["track_id"]: json.loads(line) for line in (out / "manifests/test.jsonl").read_text().splitlines()}
+    for track_id, track in test.items():
+        starts = sorted(q["start_s"] for q in queries if q["track_id"] == track_id)
+        assert starts == [float(s) for s in range(int(track["duration_s"]) - 1)]  # every 1 s: overlapping 2 s queries
+    validated = CliRunner().invoke(main, ["data", "validate", str(out / "manifests")])
+    assert validated.exit_code == 0 and validated.stdout.startswith("ok")

@@ -198,6 +198,55 @@ def data_check_ready(source_and_path: tuple[str, ...], query_duration: float, ev
     sys.exit(0 if verdict["ready_for_smoke"] else 1)
 
 
+@data.command("prepare")
+@SOURCE_ARGS
+@click.option("--output-root", required=True, type=click.Path(file_okay=False),
+              help="Writes OUTPUT_ROOT/ingested (audio, catalog, quarantine) and OUTPUT_ROOT/manifests.")
+@EVAL_RATIO_OPTION
+@click.option("--val-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), required=True, help="Query length (s).")
+@click.option("--query-stride", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="A query every STRIDE s along each eval track [default: the query duration, no overlap].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--split-by", type=click.Choice(["work", "source"]), default="work", show_default=True)
+@METADATA_OPTION
+@PARAMS_OPTION
+@WORKERS_OPTION
+@JSON_OPTION
+def data_prepare(source_and_path: tuple[str, ...], output_root: str, eval_ratio: float, val_ratio: float,
+                 query_duration: float, query_stride: float | None, seed: int, split_by: str, metadata: str | None,
+                 params_path: str, workers: int | None, as_json: bool) -> None:
+    """Ingest [SOURCE] PATH and write leakage-checked train/val/test/refs/queries manifests.
+
+    The same functions as the `ingest` and `prepare` stages: bad files are quarantined with their
+    reason, splits are by work (or the catalog's own with --split-by source). Check the result
+    with `musicid data validate OUTPUT_ROOT/manifests`.
+    """
+    from musicid.config import IngestConfig, PrepareConfig, load_params
+    from musicid.data.ingest import ingest
+    from musicid.data.splits import prepare
+
+    source_type, path = _source(source_and_path)
+    base = load_params(params_path).ingest if Path(params_path).exists() else IngestConfig()
+    ingest_cfg = base.model_copy(update={"source_type": source_type, "query_duration_s": query_duration}
+                                 | ({"metadata": metadata} if metadata else {}))
+    try:
+        prepare_cfg = PrepareConfig(seed=seed, val_fraction=val_ratio, test_fraction=eval_ratio, split_by=split_by,
+                                    query_lengths_s=[query_duration], query_stride_s=query_stride or query_duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).splitlines()[-1]) from None
+    root = Path(output_root)
+    scan = ingest(path, root / "ingested", ingest_cfg, workers=workers, progress=sys.stderr.isatty())
+    summary = prepare(root / "ingested" / "catalog.json", root / "manifests", prepare_cfg)
+    summary |= {"quarantined": len(scan.quarantined), "output_root": str(root)}
+    if as_json:
+        _emit_json(summary)
+        return
+    click.echo(f"{len(scan.tracks)} tracks ingested, {len(scan.quarantined)} quarantined → {root / 'ingested'}")
+    click.echo("tracks " + ", ".join(f"{k} {v}" for k, v in summary["tracks"].items())
+               + f"; {summary['queries']} queries of {query_duration:g} s every {query_stride or query_duration:g} s → {root / 'manifests'}")
+
+
 @data.command("validate")
 @click.argument("manifest_dir", type=click.Path())
 @JSON_OPTION

@@ -69,6 +69,7 @@ class PrepareConfig(Section):
     queries_per_track: int = Field(2, ge=1)
     query_strategy: SliceStrategy = "random"  # where queries start (musicid.audio.slicing)
     split_by: Literal["work", "source"] = "work"  # source: keep a catalog's official split (FMA, MTG-Jamendo)
+    query_stride_s: float = Field(0.0, ge=0)  # > 0: a query every stride along each test track (overlapping if < length)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "PrepareConfig":

@@ -80,6 +80,9 @@ def _query_starts(track: dict[str, Any], position: int, cfg: PrepareConfig, rng:
                   audio_root: Path | None) -> dict[float, list[float]]:
     """Start times per query length for one track, by `cfg.query_strategy`."""
     lengths = [length for length in cfg.query_lengths_s if float(track["duration_s"]) - length >= 0]
+    if cfg.query_stride_s > 0:  # every stride along the track: the whole held-out track is queried
+        return {length: list(np.arange(0.0, float(track["duration_s"]) - length + 1e-9, cfg.query_stride_s))
+                for length in lengths}
     if cfg.query_strategy == "random":  # no audio needed
         return {length: [float(rng.uniform(0.0, float(track["duration_s"]) - length)) for _ in range(cfg.queries_per_track)]
                 for length in lengths}

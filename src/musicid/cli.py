@@ -283,6 +283,58 @@ def data_synth(out: str, params_path: str, seed: int | None, n_works: int | None
     click.echo(f"wrote {out}: {len(rows)} tracks, {sum(float(r['duration']) for r in rows) / 3600:.2f} h")
 
 
+@main.command("smoke")
+@SOURCE_ARGS
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto resolves to cuda when available, else cpu, before anything runs.")
+@click.option("--out", "out_dir", default="smoke-run", show_default=True, type=click.Path(file_okay=False),
+              help="Scratch folder for the run's data, model and reports.")
+@click.option("--subset", type=click.IntRange(0), default=40, show_default=True, help="Audio files to use (0 = all).")
+@click.option("--query-duration", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True)
+@EVAL_RATIO_OPTION
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Training steps per epoch.")
+@click.option("--max-queries", type=click.IntRange(0), default=100, show_default=True, help="Planned queries kept (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@METADATA_OPTION
+@PARAMS_OPTION
+@JSON_OPTION
+def smoke(source_and_path: tuple[str, ...], device: str, out_dir: str, subset: int, query_duration: float,
+          eval_ratio: float, epochs: int, steps: int, max_queries: int, seed: int, metadata: str | None,
+          params_path: str, as_json: bool) -> None:
+    """The whole chain on a small subset of [SOURCE] PATH: check → prepare → validate → short train →
+    index → evaluate → report, with the same functions as the DVC stages; prints where the reports are.
+
+    Runs are tracked in MLflow (experiment musicid-smoke) and the model is registered as
+    musicid-fingerprinter-smoke, apart from the pipeline's own.
+    """
+    from musicid.config import Params, load_params
+    from musicid.device import resolve_device
+    from musicid.stages.chain import run_smoke, smoke_params, with_updates
+    from musicid.tracking import project_root
+
+    _log_to_stderr()
+    source_type, path = _source(source_and_path)
+    resolved = resolve_device(device).type
+    click.echo(f"smoke: device {device} → {resolved}", err=True)
+    base = load_params(params_path) if Path(params_path).exists() else Params()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}")  # not the scratch folder's
+    base = with_updates(base, {"tracking": {"experiment": "musicid-smoke"},
+                               "registry": {"model_name": f"{base.registry.model_name}-smoke"}})
+    params = smoke_params(base, Path(path).resolve(), source_type, metadata, resolved, query_duration, eval_ratio,
+                          epochs, steps, seed, max_queries)
+    summary = run_smoke(Path(path).resolve(), source_type, Path(out_dir).resolve(), params, subset, seed)
+    if as_json:
+        _emit_json(summary)
+        return
+    click.echo(f"\nsmoke run on {path} ({summary['device']}): {summary['tracks']} tracks, {summary['quarantined']} quarantined, "
+               + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    click.echo(f"main top-1 {summary['main_top1']:.3f}, top-5 {summary['main_top5']:.3f} on {summary['queries']} queries "
+               f"of {query_duration:g} s")
+    for name, report in summary["reports"].items():
+        click.echo(f"  {name:<18} {report}")
+
+
 # --- store --------------------------------------------------------------------------------------
 
 

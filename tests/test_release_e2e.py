@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from e2e_repo import env_for, make_repo, run, set_params
+from e2e_repo import env_for, make_repo, run
 
 pytestmark = pytest.mark.slow
 

@@ -132,7 +132,7 @@ def model_card(inputs: ReleaseInputs) -> str:
         f"# Model card: {inputs.params.registry.model_name}",
         "",
         f"- **Signature** `{inputs.signature}` (hash of network spec + weights; indexes built with it record it)",
-        f"- **Family** audio fingerprinter (segment embeddings + FAISS search + offset-consistent voting)",
+        "- **Family** audio fingerprinter (segment embeddings + FAISS search + offset-consistent voting)",
         f"- **Training data version** `{inputs.data_version or 'not locked'}` (DVC hash of `data/shards` in dvc.lock)",
         "",
         "## Intended use",

@@ -73,7 +73,7 @@ def smoke_params(base: Params, source: Path, source_type: str, metadata: str | N
         "ingest": {"source": str(source), "source_type": source_type, "query_duration_s": query_duration}
         | ({"metadata": metadata} if metadata else {}),
         "prepare": {"seed": seed, "test_fraction": eval_ratio, "val_fraction": 0.2, "query_lengths_s": [query_duration],
-                    "queries_per_track": 2},
+                    "queries_per_track": 8},  # the max_queries cap sets the budget
         "train": {"seed": seed, "device": device, "epochs": epochs, "steps_per_epoch": steps, "patience": epochs},
         "index": {"device": device},
         "evaluate": {"seed": seed, "conditions": ["noise", "noise_reverb", "codec_noise", "telephone"],

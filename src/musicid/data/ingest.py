@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -107,7 +108,8 @@ def scan_folder(root: str | Path, cfg: IngestConfig, workers: int | None = None,
     result = ScanResult(ignored=other_files)
     bar = tqdm(total=len(jobs), desc="ingest: decode + measure", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: a parent that has run OpenMP (faiss, torch) hangs forked children that use it
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             probes: Iterator[dict[str, Any]] = pool.map(_probe, jobs, chunksize=4)
             for probe in probes:
                 _classify(probe, metadata, result)

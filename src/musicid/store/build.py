@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,7 +45,8 @@ def iter_track_windows(
     jobs = [(str(audio_root / t["path"]), position, cfg) for position, t in enumerate(tracks)]
     with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: a parent that has run OpenMP (faiss, torch) hangs forked children that use it
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
                 for position, (windows, starts) in enumerate(pool.map(_track_windows, jobs)):
                     bar.update()
                     yield position, windows, starts

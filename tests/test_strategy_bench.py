@@ -1,4 +1,4 @@
-"""Strategy A/B harness: ranking tie-breaks, multi-seed statistics, buckets, and one tiny real run."""
+"""Strategy A/B harness: ranking tie-breaks, multi-seed statistics (unit), buckets, and one tiny real run."""
 
 from __future__ import annotations
 
@@ -45,24 +45,24 @@ def test_bench_strategies_end_to_end_with_buckets(audio_folder: Path, tmp_path: 
     buckets = tmp_path / "buckets.json"
     buckets.write_text(json.dumps({"wav": {"globs": ["w*/*.wav", "w2/*"]}, "all": {"globs": ["w*/*"], "subset": 6}}))
     out = tmp_path / "bench"
-    args = ["bench", "strategies", "folder", str(audio_folder), "--strategies", "random,silence_aware", "--seeds", "0,1",
+    args = ["bench", "strategies", "folder", str(audio_folder), "--strategies", "random,silence_aware", "--seeds", "0",
             "--subset", "0", "--query-duration", "2", "--eval-ratio", "0.2", "--epochs", "1", "--steps", "1",
             "--max-test-queries", "3", "--buckets", str(buckets), "--out", str(out), "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{\n"):])
-    assert len(report["runs"]) == 2 * 2 * 2 and {r["bucket"] for r in report["runs"]} == {"wav", "all"}
+    assert len(report["runs"]) == 2 * 2 and {r["bucket"] for r in report["runs"]} == {"wav", "all"}
     assert report["runs"] == sorted(report["runs"], key=lambda r: (-r["top1"], -r["topk"], -r["num_queries"], r["strategy"], r["seed"]))
     for bucket in ("wav", "all"):
-        for seed in (0, 1):  # every strategy of a bucket and seed answers the same queries
-            assert len({r["num_queries"] for r in report["runs"] if (r["bucket"], r["seed"]) == (bucket, seed)}) == 1
+        # every strategy of a bucket and seed answers the same queries
+        assert len({r["num_queries"] for r in report["runs"] if r["bucket"] == bucket}) == 1
         assert report["buckets"][bucket]["winner"] in {"random", "silence_aware"}
-    assert {row["strategy"]: row["runs"] for row in report["aggregate"]} == {"random": 4, "silence_aware": 4}
+    assert {row["strategy"]: row["runs"] for row in report["aggregate"]} == {"random": 2, "silence_aware": 2}
     markdown = (out / "report.md").read_text()
-    assert "## Winners per bucket" in markdown and "| silence_aware | 4 |" in markdown
+    assert "## Winners per bucket" in markdown and "| silence_aware | 2 |" in markdown
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("musicid-bench-strategies")
     bench_runs = client.search_runs([experiment.experiment_id], "tags.`musicid.stage` = 'bench'")
-    assert len(bench_runs) == 8 and {r.data.params["bench.strategy"] for r in bench_runs} == {"random", "silence_aware"}
+    assert len(bench_runs) == 4 and {r.data.params["bench.strategy"] for r in bench_runs} == {"random", "silence_aware"}

@@ -11,9 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +22,7 @@ from musicid.config import IngestConfig
 from musicid.data.archive import extract_archive, source_kind
 from musicid.data.sources import load_metadata
 from musicid.fsutil import atomic_dir, write_json
+from musicid.parallel import process_pool
 
 CATALOG = "catalog.json"
 QUARANTINE = "quarantine.json"
@@ -108,8 +107,7 @@ def scan_folder(root: str | Path, cfg: IngestConfig, workers: int | None = None,
     result = ScanResult(ignored=other_files)
     bar = tqdm(total=len(jobs), desc="ingest: decode + measure", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:
-        # spawn, not fork: a parent that has run OpenMP (faiss, torch) hangs forked children that use it
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with process_pool(workers) as pool:
             probes: Iterator[dict[str, Any]] = pool.map(_probe, jobs, chunksize=4)
             for probe in probes:
                 _classify(probe, metadata, result)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +11,7 @@ from tqdm import tqdm
 from musicid.audio import decode, to_model_rate
 from musicid.audio.framing import frame_windows
 from musicid.config import ShardsConfig
+from musicid.parallel import process_pool
 
 
 def _track_windows(args: tuple[str, int, ShardsConfig]) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +44,7 @@ def iter_track_windows(
     jobs = [(str(audio_root / t["path"]), position, cfg) for position, t in enumerate(tracks)]
     with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
         if workers > 1 and len(jobs) > 1:
-            # spawn, not fork: a parent that has run OpenMP (faiss, torch) hangs forked children that use it
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            with process_pool(workers) as pool:
                 for position, (windows, starts) in enumerate(pool.map(_track_windows, jobs)):
                     bar.update()
                     yield position, windows, starts

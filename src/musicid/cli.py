@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from musicid import __version__
-from musicid.errors import MusicidError, NotReadyError
+from musicid.errors import MusicidError
 
 PARAMS_OPTION = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
@@ -70,14 +70,13 @@ EVAL_RATIO_OPTION = click.option("--eval-ratio", type=click.FloatRange(0, 1, min
 
 def _source(source_and_path: tuple[str, ...]) -> tuple[str, str]:
     """`PATH` or `SOURCE PATH` → (ingest source_type, path); SOURCE is one of SOURCE_TYPES."""
-    if len(source_and_path) == 1:
-        return "auto", source_and_path[0]
-    if len(source_and_path) != 2 or source_and_path[0] not in SOURCE_TYPES:
+    if len(source_and_path) > 2 or (len(source_and_path) == 2 and source_and_path[0] not in SOURCE_TYPES):
         raise click.BadParameter(f"expected [SOURCE] PATH with SOURCE one of {', '.join(SOURCE_TYPES)}; "
                                  f"got {' '.join(source_and_path)}", param_hint="SOURCE PATH")
-    if not Path(source_and_path[1]).exists():
-        raise click.BadParameter(f"{source_and_path[1]}: no such file or folder", param_hint="PATH")
-    return SOURCE_TYPES[source_and_path[0]], source_and_path[1]
+    source_type = SOURCE_TYPES[source_and_path[0]] if len(source_and_path) == 2 else "auto"
+    if not Path(source_and_path[-1]).exists():
+        raise click.BadParameter(f"{source_and_path[-1]}: no such file or folder", param_hint="PATH")
+    return source_type, source_and_path[-1]
 
 
 def _scan(source_and_path: tuple[str, ...], params_path: str, workers: int | None, metadata: str | None = None) -> Any:
@@ -86,8 +85,6 @@ def _scan(source_and_path: tuple[str, ...], params_path: str, workers: int | Non
     from musicid.data.inspect import load_ingested
 
     source_type, path = _source(source_and_path)
-    if not Path(path).exists():
-        raise click.BadParameter(f"{path}: no such file or folder", param_hint="PATH")
     if (Path(path) / CATALOG).is_file():
         return load_ingested(path)
     cfg = load_params(params_path).ingest if Path(params_path).exists() else IngestConfig()
@@ -283,6 +280,17 @@ def data_synth(out: str, params_path: str, seed: int | None, n_works: int | None
     click.echo(f"wrote {out}: {len(rows)} tracks, {sum(float(r['duration']) for r in rows) / 3600:.2f} h")
 
 
+def _scratch_base(params_path: str, experiment: str) -> Any:
+    """params.yaml for a run in a scratch folder: tracked in `experiment` of the repository's DB, not the folder's."""
+    from musicid.config import Params, load_params
+    from musicid.stages.chain import with_updates
+    from musicid.tracking import project_root
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}")
+    base = load_params(params_path) if Path(params_path).exists() else Params()
+    return with_updates(base, {"tracking": {"experiment": experiment}})
+
+
 @main.command("smoke")
 @SOURCE_ARGS
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -308,19 +316,15 @@ def smoke(source_and_path: tuple[str, ...], device: str, out_dir: str, subset: i
     Runs are tracked in MLflow (experiment musicid-smoke) and the model is registered as
     musicid-fingerprinter-smoke, apart from the pipeline's own.
     """
-    from musicid.config import Params, load_params
     from musicid.device import resolve_device
     from musicid.stages.chain import run_smoke, smoke_params, with_updates
-    from musicid.tracking import project_root
 
     _log_to_stderr()
     source_type, path = _source(source_and_path)
     resolved = resolve_device(device).type
     click.echo(f"smoke: device {device} → {resolved}", err=True)
-    base = load_params(params_path) if Path(params_path).exists() else Params()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}")  # not the scratch folder's
-    base = with_updates(base, {"tracking": {"experiment": "musicid-smoke"},
-                               "registry": {"model_name": f"{base.registry.model_name}-smoke"}})
+    base = _scratch_base(params_path, "musicid-smoke")
+    base = with_updates(base, {"registry": {"model_name": f"{base.registry.model_name}-smoke"}})
     params = smoke_params(base, Path(path).resolve(), source_type, metadata, resolved, query_duration, eval_ratio,
                           epochs, steps, seed, max_queries)
     summary = run_smoke(Path(path).resolve(), source_type, Path(out_dir).resolve(), params, subset, seed)
@@ -373,11 +377,9 @@ def bench_strategies_command(source_and_path: tuple[str, ...], strategies: str, 
     musicid-bench-strategies.
     """
     from musicid.audio.slicing import STRATEGIES
-    from musicid.config import Params, load_params
     from musicid.device import resolve_device
     from musicid.evaluate.strategy_bench import bench_strategies, load_buckets
-    from musicid.stages.chain import smoke_params, with_updates
-    from musicid.tracking import project_root
+    from musicid.stages.chain import smoke_params
 
     _log_to_stderr()
     source_type, path = _source(source_and_path)
@@ -397,10 +399,7 @@ def bench_strategies_command(source_and_path: tuple[str, ...], strategies: str, 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--buckets") from None
     resolved = resolve_device(device).type
-    base = load_params(params_path) if Path(params_path).exists() else Params()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}")
-    base = with_updates(base, {"tracking": {"experiment": "musicid-bench-strategies"}})
-    params = smoke_params(base, Path(path).resolve(), source_type, metadata, resolved, query_duration, eval_ratio,
+    params = smoke_params(_scratch_base(params_path, "musicid-bench-strategies"), Path(path).resolve(), source_type, metadata, resolved, query_duration, eval_ratio,
                           epochs, steps, seed_list[0], max_test_queries)
     try:
         report = bench_strategies(Path(path).resolve(), Path(out_dir).resolve(), params, chosen, seed_list, subset,
@@ -465,13 +464,13 @@ def resolved_model(value: str | None, params_path: str) -> Iterator[tuple[Path, 
     A `models:/` URI is downloaded from the MLflow registry (with its bundled index); anything
     else is a model folder. Only the default champion falls back to the newest candidate.
     """
-    from musicid.tracking import fetch
-
     champion, candidate = default_model_uri(params_path)
     uri = value or os.environ.get(MODEL_URI_ENV) or champion
     if not uri.startswith("models:/"):
         yield Path(uri), None, uri
         return
+    from musicid.tracking import fetch
+
     fetched = fetch(uri, fallback_alias=candidate if uri == champion and not value else None)
     if fetched.warning:
         click.echo(fetched.warning, err=True)
@@ -674,9 +673,6 @@ def registry_register(params_path: str) -> None:
     from musicid.config import load_params
     from musicid.stages import register_workspace
 
-    for path in ("models/fingerprinter/config.json", "reports/eval/metrics.json", "data/index/meta.json"):
-        if not Path(path).is_file():
-            raise NotReadyError(f"{path} not found: run `dvc repro evaluate` (or `dvc pull`) first")
     register_workspace(load_params(params_path))
 
 

@@ -7,7 +7,7 @@ done, with a one-line message that names the key and the allowed values.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -94,7 +94,7 @@ class ShardsConfig(Section):
     splits: list[Literal["train", "val", "test"]] = Field(
         default_factory=lambda: ["train", "val", "test"], min_length=1
     )
-    strategy: Literal["grid", "random", "silence_aware", "high_energy", "beat_aware", "repeated_section_aware", "hybrid"] = "grid"
+    strategy: Literal[("grid", *get_args(SliceStrategy))] = "grid"  # type: ignore[valid-type]
     windows_per_track: int = Field(0, ge=0)  # with a strategy other than grid; 0 = as many as the grid gives
     seed: int = 0
 

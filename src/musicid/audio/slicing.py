@@ -21,12 +21,13 @@ and then `random`, so a requested count is always met.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
-Strategy = Literal["random", "silence_aware", "high_energy", "beat_aware", "repeated_section_aware", "hybrid"]
-STRATEGIES: tuple[str, ...] = ("random", "silence_aware", "high_energy", "beat_aware", "repeated_section_aware", "hybrid")
+from musicid.config import SliceStrategy
+
+STRATEGIES: tuple[str, ...] = get_args(SliceStrategy)
 FRAME = 2048
 HOP = 512
 BEAT_HOP = 128
@@ -146,14 +147,14 @@ def choose_starts(
     room = analysis.duration_s - length_s
     if count <= 0 or room < 0:
         return np.zeros(0)
+    if strategy == "random":  # needs no analysis
+        return np.sort(rng.uniform(0.0, room, size=count))
     frame_s = analysis.frame_s
     width, candidates = _window_frames(analysis, length_s)
 
     def seconds(frames: np.ndarray | list[int]) -> np.ndarray:
         return np.minimum(np.asarray(frames, dtype=np.float64) * frame_s, room)
 
-    if strategy == "random":
-        return np.sort(rng.uniform(0.0, room, size=count))
     if strategy == "hybrid":
         energetic, beats = count // 4, count // 4
         parts = [

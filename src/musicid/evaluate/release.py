@@ -46,6 +46,10 @@ class ReleaseInputs:
     def metrics(self) -> dict[str, float]:
         return key_metrics(self.evaluation)
 
+    @property
+    def training_seconds(self) -> float:
+        return sum(float(row.get("seconds", 0) or 0) for row in self.history)
+
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -127,7 +131,6 @@ def limitations(inputs: ReleaseInputs) -> list[str]:
 def model_card(inputs: ReleaseInputs) -> str:
     spec, train_cfg, evaluation = inputs.model["spec"], inputs.model.get("train", {}), inputs.evaluation
     train_store = inputs.shards.get("train", {})
-    epochs_seconds = sum(float(row.get("seconds", 0) or 0) for row in inputs.history)
     lines = [
         f"# Model card: {inputs.params.registry.model_name}",
         "",
@@ -159,7 +162,7 @@ def model_card(inputs: ReleaseInputs) -> str:
         f"separable conv channels {spec['channels']}, hidden {spec['hidden']}, **{spec['embedding_dim']}-d** L2-normalised embedding.",
         f"- NT-Xent (temperature {train_cfg.get('temperature', '?')}), batch {train_cfg.get('batch_size', '?')}, "
         f"lr {train_cfg.get('lr', '?')}, {inputs.train['epochs_run']} epochs × {train_cfg.get('steps_per_epoch', '?')} steps "
-        f"({epochs_seconds:.0f} s); best epoch {inputs.train['best_epoch']}, val segment top-1 {inputs.train['val_top1']:.3f}"
+        f"({inputs.training_seconds:.0f} s); best epoch {inputs.train['best_epoch']}, val segment top-1 {inputs.train['val_top1']:.3f}"
         + (" (stopped early)" if inputs.train.get("stopped_early") else "") + ".",
         f"- Augmentations: noise {train_cfg.get('noise_kinds', [])} at {train_cfg.get('snr_db_min', '?')}–"
         f"{train_cfg.get('snr_db_max', '?')} dB SNR, reverb p={train_cfg.get('reverb_prob', '?')}, band-limit "
@@ -213,7 +216,7 @@ def benchmark_report(inputs: ReleaseInputs, speed: dict[str, float]) -> str:
         f"| index | {index['kind']}, {index['n_vectors']} vectors × {spec['embedding_dim']} d, {index['n_refs']} refs, {index['hours']:.2f} h |",
         f"| index size on disk | {inputs.index_bytes / 1e6:.2f} MB ({inputs.index_bytes / 1e6 / hours:.2f} MB per hour of audio) |",
         f"| training | {inputs.train['epochs_run']} epochs, "
-        f"{sum(float(r.get('seconds', 0) or 0) for r in inputs.history):.0f} s |",
+        f"{inputs.training_seconds:.0f} s |",
     ]
     for split, summary in inputs.shards.items():
         lines.append(

@@ -17,7 +17,7 @@ from typing import Any
 
 from musicid.config import Params
 from musicid.fsutil import read_json, write_json
-from musicid.stages.chain import pick_subset, run_chain, with_updates
+from musicid.stages.chain import link_files, pick_subset, run_chain, with_updates
 
 TOP_K = 5
 
@@ -64,14 +64,6 @@ def bucket_files(root: Path, spec: Any) -> list[str]:
         return [rel for rel in audio if rel in wanted]
     globs = spec.get("globs") or spec.get("files") or []
     return [rel for rel in audio if any(fnmatch.fnmatch(rel, pattern) for pattern in globs)]
-
-
-def _link(root: Path, files: list[str], out: Path) -> None:
-    for rel in files:
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to((root / rel).resolve())
 
 
 def run_bucket(name: str, source: Path, out: Path, params: Params, strategies: list[str], seeds: list[int],
@@ -125,7 +117,7 @@ def bench_strategies(source: Path, out: Path, params: Params, strategies: list[s
             if not files:
                 raise ValueError(f"bucket {name!r} matches no audio file under {source}")
             folder = out / "buckets" / name
-            _link(source, files, folder)
+            link_files(source, files, folder)
             size = int(spec.get("subset", subset)) if isinstance(spec, dict) else subset
         bucket_runs = run_bucket(name, folder, out / name, params, strategies, seeds, size, target)
         runs += bucket_runs

@@ -204,6 +204,9 @@ def register_workspace(params: Params) -> str:
 
     if not params.tracking.enabled:
         raise ConfigError("params.yaml: tracking.enabled is false; enable it to use the registry")
+    for path in (MODEL / "config.json", EVAL_REPORT / "metrics.json", INDEX / "meta.json"):
+        if not path.is_file():
+            raise NotReadyError(f"{path} not found: run `dvc repro evaluate` (or `dvc pull`) first")
     signature = read_json(MODEL / "config.json")["signature"]
     evaluation = read_json(EVAL_REPORT / "metrics.json")
     if evaluation.get("model_signature") != signature:

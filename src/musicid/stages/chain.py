@@ -30,17 +30,22 @@ def working_dir(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
+def link_files(root: Path, files: list[str], out: Path) -> None:
+    """Symlink root/<rel> to out/<rel> for each relative path: a subset of a library without copying it."""
+    for rel in files:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to((root / rel).resolve())
+
+
 def pick_subset(folder: Path, size: int, seed: int, out: Path) -> int:
     """Link a seeded random `size` audio files of `folder` into `out` (same relative paths); return the count."""
     from musicid.audio import list_files
 
     audio, _ = list_files(folder)
     chosen = sorted(random.Random(seed).sample(audio, min(size, len(audio)))) if size else audio
-    for rel in chosen:
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to((folder / rel).resolve())
+    link_files(folder, chosen, out)
     return len(chosen)
 
 
@@ -92,8 +97,8 @@ def run_smoke(source: Path, source_type: str, out: Path, params: Params, subset:
     if subset and source.is_dir():
         picked = out / "subset"
         pick_subset(source, subset, seed, picked)
-        if (source / params.ingest.metadata).is_file() and not (picked / params.ingest.metadata).exists():
-            (picked / params.ingest.metadata).symlink_to((source / params.ingest.metadata).resolve())
+        if (source / params.ingest.metadata).is_file():
+            link_files(source, [params.ingest.metadata], picked)
         params = with_updates(params, {"ingest": {"source": str(picked.resolve())}})
     run_chain(out, params, ("ingest",))
     scan = load_ingested(out / "data/ingested")

@@ -18,9 +18,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-MODEL_ARTIFACT = "model"
-INDEX_ARTIFACT = "index"
-SETTINGS_ARTIFACT = "settings"
+from musicid.tracking.registry import INDEX_ARTIFACT, MODEL_ARTIFACT, SETTINGS_ARTIFACT
 
 
 def audio_inputs(model_input: Any) -> list[str]:

@@ -17,10 +17,12 @@ from typing import Any
 
 from musicid.config import GatesConfig, IdentifyConfig, RegistryConfig
 from musicid.fsutil import read_json, write_json
-from musicid.tracking.pyfunc import INDEX_ARTIFACT, MODEL_ARTIFACT, SETTINGS_ARTIFACT
 from musicid.tracking.runs import TAG_SIGNATURE, TrackingError, configure, tracking_errors
 
 METRIC_TAG = "metric."
+MODEL_ARTIFACT = "model"  # names of the pyfunc bundle's artifacts (musicid.tracking.pyfunc reads them)
+INDEX_ARTIFACT = "index"
+SETTINGS_ARTIFACT = "settings"
 TAG_BUNDLE = "musicid.bundle"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 

@@ -21,7 +21,7 @@ import time
 import faiss
 import numpy as np
 
-from musicid.identify.voting import vote
+from musicid.families.fingerprint.voting import vote
 
 
 def make_catalog(n_tracks: int, vectors_per_track: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +88,7 @@ def run_throughput(args: argparse.Namespace) -> None:
     from musicid.audio import to_model_rate
     from musicid.config import SynthConfig
     from musicid.data.synth import render_track_preview
-    from musicid.models.io import embed_signal, load_model
+    from musicid.families.fingerprint.io import embed_signal, load_model
 
     loaded = load_model(args.model, args.device)
     audio, rate = render_track_preview(0, 0, SynthConfig(min_duration_s=60, max_duration_s=60))

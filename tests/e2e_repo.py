@@ -16,13 +16,21 @@ TINY_PARAMS = {
     "synth": {"seed": 3, "n_works": 4, "versions_per_work": 2, "min_duration_s": 4.0, "max_duration_s": 6.0},
     "ingest": {"query_duration_s": 2.0},
     "prepare": {"val_fraction": 0.25, "test_fraction": 0.25, "query_lengths_s": [1, 2], "queries_per_track": 1},
-    "shards": {"window_s": 1.5, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
-    "model": {"n_mels": 32, "channels": [8, 16, 16], "hidden": 64, "embedding_dim": 16},
-    "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_queries": 8, "device": "cpu"},
-    "index": {"checkpoint_every_refs": 3, "device": "cpu"},
-    "evaluate": {"conditions": ["noise", "speed"], "max_queries": 4},
+    "fingerprint.shards": {"window_s": 1.5, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
+    "fingerprint.model": {"n_mels": 32, "channels": [8, 16, 16], "hidden": 64, "embedding_dim": 16},
+    "fingerprint.train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_queries": 8, "device": "cpu"},
+    "fingerprint.index": {"checkpoint_every_refs": 3, "device": "cpu"},
+    "fingerprint.evaluate": {"conditions": ["noise", "speed"], "max_queries": 4},
+    "works.features": {"train_speeds": [1.0, 1.1], "chunk_mb": 0.05, "shard_mb": 0.2},
+    "works.model": {"embedding_dim": 16, "dim": 32, "conformer_layers": 1, "conformer_heads": 2, "conformer_ffn": 32,
+                    "conformer_kernel": 7, "cqtnet_channels": [8, 16]},
+    "works.train": {"epochs": 2, "steps_per_epoch": 2, "works_per_batch": 2, "per_work": 2, "chunk_frames": [50, 75],
+                    "eval_every": 1, "device": "cpu"},
+    "works.index": {"device": "cpu"},
 }
-STAGES = ("synth", "ingest", "prepare", "shards", "train", "index", "evaluate", "report")
+FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
+WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
+STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES)
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:
@@ -42,10 +50,14 @@ def run(args: list[str], cwd: Path, env: dict[str, str], stdout_only: bool = Fal
     return done.stdout if stdout_only else done.stdout + done.stderr
 
 
-def set_params(repo: Path, **sections: dict) -> None:
+def set_params(repo: Path, sections: dict[str, dict]) -> None:
+    """Update sections named by dotted path ({"fingerprint.train": {...}}) in repo/params.yaml."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in sections.items():
-        params[section].update(values)
+        node = params
+        for part in section.split("."):
+            node = node[part]
+        node.update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -56,7 +68,9 @@ def make_repo(tmp_path: Path) -> Path:
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, work / name)
     shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    # the stages depend on the code they run: the copy carries it (the installed package is what runs)
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env = env_for(tmp_path)
     run(["git", "init", "-q"], work, env)
-    set_params(work, **TINY_PARAMS)
+    set_params(work, TINY_PARAMS)
     return work

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from musicid.audio.augment import NoiseBank
-from musicid.evaluate.queries import APART_CONDITIONS, MAIN_CONDITIONS, render_query
-from musicid.evaluate.run import summarize
+from musicid.families.fingerprint.queries import APART_CONDITIONS, MAIN_CONDITIONS, render_query
+from musicid.families.fingerprint.evaluate import summarize
 
 RATE = 8000
 

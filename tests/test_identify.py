@@ -15,10 +15,11 @@ from musicid.audio import to_model_rate
 from musicid.cli import main
 from musicid.config import IdentifyConfig, IndexConfig, SynthConfig
 from musicid.data.synth import render_track_preview
-from musicid.identify import Identifier, vote
+from musicid.families.fingerprint.identifier import Identifier
+from musicid.families.fingerprint.voting import vote
 from musicid.index import IndexSignatureError, build_index, index_refs_from_folder, load_index
-from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec
-from musicid.models.io import load_model, save_model
+from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec
+from musicid.families.fingerprint.io import load_model, save_model
 
 # An untrained network: one conv block keeps enough of the log-mel structure to tell segments
 # apart (deeper random stacks collapse every input to nearly the same direction). With this spec,

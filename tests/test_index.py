@@ -26,9 +26,9 @@ from musicid.index import (
     partial_dir,
 )
 from musicid.index import build as build_module
-from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec
+from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec
 from musicid.audio.framing import segment_starts
-from musicid.models.io import load_model, save_model
+from musicid.families.fingerprint.io import load_model, save_model
 
 TINY = FingerprinterSpec(channels=(8, 16, 16), hidden=64, embedding_dim=16, n_mels=32)
 N_REFS = 4
@@ -147,7 +147,7 @@ def test_ivf_kinds_build_and_search(models, ref_folder: Path, tmp_path: Path, ki
     if kind == "ivf_pq":
         assert isinstance(index.index, faiss.IndexIVFPQ) and index.index.pq.M == 8
     signal = to_model_rate(decode(refs[2][1]).samples, decode(refs[2][1]).sample_rate, loaded.spec.sample_rate)
-    from musicid.models.io import embed_signal
+    from musicid.families.fingerprint.io import embed_signal
 
     embeddings, _ = embed_signal(loaded, signal, 0.5)
     scores, tracks, offsets = index.search(embeddings, 5)

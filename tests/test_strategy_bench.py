@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from musicid.cli import main
-from musicid.evaluate.strategy_bench import BenchRun, aggregate, bucket_files, rank_runs
+from musicid.workflows.strategy_bench import BenchRun, aggregate, bucket_files, rank_runs
 
 
 def _run(strategy: str, seed: int, top1: float, topk: float, queries: int = 40, bucket: str = "all") -> BenchRun:

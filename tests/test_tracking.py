@@ -17,10 +17,10 @@ from musicid.cli import main
 from musicid.config import GatesConfig, IdentifyConfig, IndexConfig, RegistryConfig, SynthConfig, TrackingConfig
 from musicid.data.synth import render_track_preview
 from musicid.index import build_index, index_refs_from_folder
-from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec
-from musicid.models.io import load_model, save_model
+from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec
+from musicid.families.fingerprint.io import load_model, save_model
 from musicid.tracking import TrackingError, check_gates, fetch, list_versions, promote, register_bundle, stage_run
-from musicid.tracking.pyfunc import encode_audio
+from musicid.tracking.pyfunc_io import encode_audio
 from musicid.tracking.runs import (
     TAG_DATA_VERSION, TAG_DVC_EXP, TAG_GIT_REV, TAG_SIGNATURE, TAG_STAGE, project_root, sqlite_path, tracking_uri,
 )

@@ -9,11 +9,11 @@ import torch
 from musicid.audio import to_model_rate
 from musicid.config import ModelConfig, ShardsConfig, SynthConfig, TrainConfig
 from musicid.data.synth import render_track_preview
-from musicid.models.fingerprinter import Fingerprinter, FingerprinterSpec, nt_xent
-from musicid.models.io import embed_signal, load_model, ModelError, save_model
+from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec, nt_xent
+from musicid.families.fingerprint.io import embed_signal, load_model, ModelError, save_model
 from musicid.store import ShardWriter
 from musicid.audio.framing import frame_windows
-from musicid.train.fingerprinter import train_fingerprinter
+from musicid.families.fingerprint.train import train_fingerprinter
 
 TINY_MODEL = ModelConfig(n_mels=32, channels=[8, 16, 16], hidden=64, embedding_dim=16)
 TINY_TRAIN = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=8, val_queries=8, patience=5, device="cpu")

@@ -162,6 +162,7 @@ class TrainConfig(Section):
     bandlimit_prob: float = Field(0.5, ge=0, le=1)
     codec_prob: float = Field(0.3, ge=0, le=1)
     val_queries: int = Field(256, ge=8)
+    val_hop_s: float = Field(0.5, gt=0)  # clean val segments every this (the index hop it anticipates)
     patience: int = Field(4, ge=1)  # epochs without validation improvement before stopping
 
     @model_validator(mode="after")
@@ -206,7 +207,7 @@ class EvaluateConfig(Section):
     offset_tolerance_s: float = Field(0.5, gt=0)
 
 
-GATE_METRIC = r"^[a-z][a-z0-9_.]*$"
+GATE_METRIC = r"^[A-Za-z][A-Za-z0-9_.]*$"
 
 
 class TrackingConfig(Section):
@@ -245,20 +246,174 @@ class RegistryConfig(Section):
     gates: GatesConfig = Field(default_factory=GatesConfig)
 
 
-class Params(Section):
-    """All of params.yaml. Unknown sections and keys are refused."""
+# --- the works family (cover-song / work identification) ------------------------------------------
 
-    synth: SynthConfig = Field(default_factory=SynthConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+class WorksSplitConfig(Section):
+    """CoverHunterMPS's four knobs: unseen works for val/test, held-out performances of seen works."""
+
+    seed: int = 0
+    val_unseen_works: float = Field(0.1, ge=0, lt=1)  # share of works kept out of training, for validation
+    test_unseen_works: float = Field(0.2, ge=0, lt=1)  # share of works kept out of training, for testing
+    val_seen_performances: float = Field(0.1, ge=0, lt=1)  # share of a seen work's performances held out for val
+    test_seen_performances: float = Field(0.1, ge=0, lt=1)  # ... and for test
+    min_performances: int = Field(2, ge=2)  # works with fewer performances only ever train
+
+    @model_validator(mode="after")
+    def _leaves_training_works(self) -> "WorksSplitConfig":
+        if self.val_unseen_works + self.test_unseen_works >= 1:
+            raise ValueError("val_unseen_works + test_unseen_works must be < 1 so some works remain for training")
+        if self.val_seen_performances + self.test_seen_performances >= 1:
+            raise ValueError("val_seen_performances + test_seen_performances must be < 1")
+        return self
+
+
+class WorksFeaturesConfig(Section):
+    """Constant-Q spectrogram per performance (CoverHunter defaults); ragged Zarr store per split."""
+
+    sample_rate: int = Field(16000, ge=4000, le=48000)
+    n_bins: int = Field(96, ge=12)
+    bins_per_octave: int = Field(12, ge=12)  # 24/36 for music outside 12-TET
+    fmin_hz: float = Field(32.70, gt=0)
+    hop_s: float = Field(0.04, gt=0)
+    max_duration_s: float = Field(300.0, gt=0)  # longer performances are cut (memory bound)
+    train_speeds: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], min_length=1)  # train split only
+    dtype: Literal["float16", "float32"] = "float16"
+    compressor: Literal["none", "zstd", "blosc"] = "zstd"
+    level: int = Field(3, ge=0, le=22)
+    chunk_mb: float = Field(1.0, gt=0)
+    shard_mb: float = Field(64.0, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "WorksFeaturesConfig":
+        if any(not 0.5 <= s <= 2.0 for s in self.train_speeds):
+            raise ValueError("train_speeds must all lie in [0.5, 2.0]")
+        if 1.0 not in self.train_speeds:
+            raise ValueError("train_speeds must include 1.0 (the performance as recorded)")
+        top = self.fmin_hz * 2 ** ((self.n_bins - 1) / self.bins_per_octave)
+        if top >= self.sample_rate / 2:
+            raise ValueError(f"the top CQT bin ({top:.0f} Hz) must be below Nyquist ({self.sample_rate / 2:.0f} Hz)")
+        return self
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+
+class WorksModelConfig(Section):
+    """CQT → backbone → attention pooling → L2-normalised embedding (+ a classifier for training)."""
+
+    backbone: Literal["conformer", "cqtnet"] = "conformer"
+    embedding_dim: int = Field(128, ge=8)
+    dim: int = Field(128, ge=16)  # conformer width / cqtnet final channels
+    conformer_layers: int = Field(2, ge=1)
+    conformer_heads: int = Field(4, ge=1)
+    conformer_ffn: int = Field(256, ge=16)
+    conformer_kernel: int = Field(15, ge=3)
+    cqtnet_channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "WorksModelConfig":
+        if self.dim % self.conformer_heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of conformer_heads ({self.conformer_heads})")
+        if self.conformer_kernel % 2 == 0:
+            raise ValueError(f"conformer_kernel ({self.conformer_kernel}) must be odd")
+        return self
+
+
+class WorksTrainConfig(Section):
+    """Focal + triplet + center losses over m-per-class batches of CQT chunks; AdamW, lr decay."""
+
+    seed: int = 0
+    device: Device = "auto"
+    epochs: int = Field(12, ge=1)
+    steps_per_epoch: int = Field(20, ge=1)
+    works_per_batch: int = Field(16, ge=2)  # m-per-class sampler: classes per batch
+    per_work: int = Field(2, ge=2)  # ... and chunks of each
+    chunk_frames: list[int] = Field(default_factory=lambda: [200, 300], min_length=1)  # 8 s, 12 s at hop 0.04 s
+    # chunk lengths in frames: the seconds follow from works.features.hop_s (the model card and the
+    # minimum query length state them)
+    lr: float = Field(2e-3, gt=0)
+    betas: list[float] = Field(default_factory=lambda: [0.8, 0.99], min_length=2, max_length=2)  # CoverHunter's
+    weight_decay: float = Field(1e-3, ge=0)
+    lr_decay: float = Field(0.95, gt=0, le=1)  # per epoch
+    min_lr: float = Field(1e-4, gt=0)
+    focal_weight: float = Field(1.0, ge=0)
+    focal_gamma: float = Field(2.0, ge=0)
+    triplet_weight: float = Field(0.3, ge=0)
+    triplet_margin: float = Field(0.3, ge=0)
+    center_weight: float = Field(0.01, ge=0)
+    erase_prob: float = Field(0.3, ge=0, le=1)  # spec augmentation: random erase of a time/frequency band
+    roll_prob: float = Field(0.8, ge=0, le=1)  # pitch roll (key change) of the CQT
+    roll_method: Literal["default", "low_melody", "flex_melody"] = "default"
+    max_roll_bins: int = Field(12, ge=0)
+    patience: int = Field(4, ge=1)  # epochs without a val mAP gain before stopping
+    eval_every: int = Field(2, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
+
+
+class WorksEvaluateConfig(Section):
+    """Ranking metrics on unseen works and on seen works' held-out performances, reported apart."""
+
+    testsets: list[Literal["test_unseen", "test_seen", "val_unseen", "val_seen"]] = Field(
+        default_factory=lambda: ["test_unseen", "test_seen"], min_length=1
+    )
+    tsne: bool = True
+
+
+class WorksIdentifyConfig(Section):
+    """Query side: rank works by their nearest performances (or their centroids)."""
+
+    top: int = Field(10, ge=1)
+    neighbors: int = Field(50, ge=1)  # performances fetched from FAISS before ranking works
+    centroids: bool = False  # rank by work centroid instead of the best performance
+
+
+def _works_registry() -> "RegistryConfig":
+    return RegistryConfig(
+        model_name="musicid-work-identifier",
+        gates=GatesConfig(min={"test_unseen_mAP": 0.5}, max={"latency_p95_ms": 2000.0}),
+    )
+
+
+class WorksParams(Section):
+    """The work identifier's sections (stages works-*)."""
+
+    split: WorksSplitConfig = Field(default_factory=WorksSplitConfig)
+    features: WorksFeaturesConfig = Field(default_factory=WorksFeaturesConfig)
+    model: WorksModelConfig = Field(default_factory=WorksModelConfig)
+    train: WorksTrainConfig = Field(default_factory=WorksTrainConfig)
+    evaluate: WorksEvaluateConfig = Field(default_factory=WorksEvaluateConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    identify: WorksIdentifyConfig = Field(default_factory=WorksIdentifyConfig)
+    registry: RegistryConfig = Field(default_factory=_works_registry)
+
+
+class FingerprintParams(Section):
+    """The fingerprinter's sections (stages fingerprint-*)."""
+
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+
+class Params(Section):
+    """All of params.yaml: common sections, then one section per model family. Unknown keys are refused."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    fingerprint: FingerprintParams = Field(default_factory=FingerprintParams)
+    works: WorksParams = Field(default_factory=WorksParams)
+
+    def family(self, name: str) -> Section:
+        """A family's params section by family name."""
+        return getattr(self, name)
 
 
 def _format_error(error: dict[str, Any], source: str) -> str:

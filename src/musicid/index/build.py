@@ -24,7 +24,7 @@ import math
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -34,7 +34,21 @@ from musicid.audio import DecodeError, decode, list_files, to_model_rate
 from musicid.config import IndexConfig
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, write_json
-from musicid.models.io import LoadedModel, embed_signal
+
+
+class Embedder(Protocol):
+    """What any family's loaded model offers the index: signed vectors for segments of a signal.
+
+    A family that embeds whole recordings returns one vector at offset 0 (segment_s 0).
+    """
+
+    signature: str
+    embedding_dim: int
+    sample_rate: int
+    segment_s: float
+
+    def embed_segments(self, signal: np.ndarray, hop_s: float, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 log = logging.getLogger("musicid.index")
 
@@ -93,14 +107,14 @@ def index_refs_from_manifest(manifest_jsonl: str | Path, audio_root: str | Path)
 # --- embedding with checkpoints -----------------------------------------------------------------
 
 
-def _embed_ref(loaded: LoadedModel, path: Path, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray, float]:
+def _embed_ref(loaded: Embedder, path: Path, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray, float]:
     """Decode one reference and embed it: (embeddings (n, dim), starts_s (n,), duration_s).
 
     Raises DecodeError for files that cannot be decoded.
     """
     audio = decode(path)
-    signal = to_model_rate(audio.samples, audio.sample_rate, loaded.spec.sample_rate)
-    embeddings, starts = embed_signal(loaded, signal, cfg.hop_s, cfg.batch_size)
+    signal = to_model_rate(audio.samples, audio.sample_rate, loaded.sample_rate)
+    embeddings, starts = loaded.embed_segments(signal, cfg.hop_s, cfg.batch_size)
     return embeddings, starts, float(audio.duration_s)
 
 
@@ -108,12 +122,12 @@ def _refs_digest(names: list[str]) -> str:
     return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
 
 
-def _progress_header(loaded: LoadedModel, cfg: IndexConfig, names: list[str]) -> dict[str, Any]:
+def _progress_header(loaded: Embedder, cfg: IndexConfig, names: list[str]) -> dict[str, Any]:
     return {
         "model_signature": loaded.signature,
-        "embedding_dim": int(loaded.spec.embedding_dim),
-        "sample_rate": int(loaded.spec.sample_rate),
-        "segment_s": float(loaded.spec.segment_s),
+        "embedding_dim": int(loaded.embedding_dim),
+        "sample_rate": int(loaded.sample_rate),
+        "segment_s": float(loaded.segment_s),
         "hop_s": float(cfg.hop_s),
         "n_refs": len(names),
         "refs_sha256": _refs_digest(names),
@@ -177,7 +191,7 @@ def _open_partial(partial: Path, header: dict[str, Any]) -> list[str]:
 
 
 def embed_refs(
-    refs: list[tuple[str, Path]], loaded: LoadedModel, partial: Path, cfg: IndexConfig, progress: bool = True
+    refs: list[tuple[str, Path]], loaded: Embedder, partial: Path, cfg: IndexConfig, progress: bool = True
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Embed every ref not yet in `partial`; return (part file names, skipped refs)."""
     names = [name for name, _ in refs]
@@ -289,11 +303,11 @@ def _training_sample(partial: Path, parts: list[str], n_vectors: int, cfg: Index
 
 
 def build_index(
-    refs: list[tuple[str, Path]], loaded: LoadedModel, out_dir: str | Path, cfg: IndexConfig, progress: bool = True
+    refs: list[tuple[str, Path]], loaded: Embedder, out_dir: str | Path, cfg: IndexConfig, progress: bool = True
 ) -> dict[str, Any]:
     """Embed `refs` (name, audio path) with `loaded` and write the index folder; return its meta."""
     out_dir = Path(out_dir)
-    dim = int(loaded.spec.embedding_dim)
+    dim = int(loaded.embedding_dim)
     if cfg.kind == "ivf_pq" and dim % cfg.pq_m:
         raise RefIndexError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension ({dim})")
     if not refs:
@@ -332,8 +346,8 @@ def build_index(
         "model_signature": loaded.signature,
         "embedding_dim": dim,
         "hop_s": float(cfg.hop_s),
-        "segment_s": float(loaded.spec.segment_s),
-        "sample_rate": int(loaded.spec.sample_rate),
+        "segment_s": float(loaded.segment_s),
+        "sample_rate": int(loaded.sample_rate),
         "kind": cfg.kind,
         "n_vectors": int(index.ntotal),
         "n_refs": int(len(done_arr)),
@@ -353,10 +367,47 @@ def build_index(
     return meta
 
 
+def write_vector_index(
+    out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], meta: dict[str, Any], cfg: IndexConfig,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One vector per reference (a family that embeds whole recordings) → an index folder; its meta.
+
+    Same folder format as `build_index` (every offset 0), so `load_index` reads either; `extra`
+    maps file names to data written beside it: numpy arrays as .npy, anything else as JSON (e.g. a
+    family's label maps, or the vectors themselves so the index can be extended or rebuilt).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not len(vectors):
+        raise RefIndexError("no reference vectors to index")
+    if len(vectors) != len(refs):
+        raise RefIndexError(f"{len(vectors)} vectors for {len(refs)} references")
+    dim = int(vectors.shape[1])
+    if cfg.kind == "ivf_pq" and dim % cfg.pq_m:
+        raise RefIndexError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension ({dim})")
+    index, used = _make_faiss_index(cfg, dim, len(vectors), vectors if cfg.kind != "flat" else None)
+    index.add(vectors)
+    meta = {**meta, "embedding_dim": dim, "kind": cfg.kind, "n_vectors": int(index.ntotal), "n_refs": len(refs),
+            "faiss_version": faiss.__version__, **used}
+    with atomic_dir(out_dir) as staging:
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        with (staging / IDS_FILE).open("wb") as handle:
+            np.savez(handle, track_index=np.arange(len(refs), dtype=np.int32), offset_s=np.zeros(len(refs), np.float32))
+        write_json(staging / REFS_FILE, refs)
+        write_json(staging / META_FILE, meta)
+        for name, data in (extra or {}).items():
+            if isinstance(data, np.ndarray):
+                np.save(staging / name, data)
+            else:
+                write_json(staging / name, data)
+    return meta
+
+
 __all__ = [
     "IndexSignatureError",
     "RefIndexError",
     "build_index",
+    "write_vector_index",
     "embed_refs",
     "index_refs_from_folder",
     "index_refs_from_manifest",

@@ -1,1 +1,1 @@
-"""Networks and losses, one file per model family."""
+"""Model folders shared by every family (signed weights + config.json)."""

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from musicid.config import GatesConfig, IdentifyConfig, RegistryConfig
+from musicid.config import GatesConfig, RegistryConfig
 from musicid.fsutil import read_json, write_json
 from musicid.tracking.runs import TAG_SIGNATURE, TrackingError, configure, tracking_errors
 
 METRIC_TAG = "metric."
-MODEL_ARTIFACT = "model"  # names of the pyfunc bundle's artifacts (musicid.tracking.pyfunc reads them)
+MODEL_ARTIFACT = "model"  # names of the pyfunc bundle's artifacts (musicid.families.fingerprint.pyfunc reads them)
 INDEX_ARTIFACT = "index"
 SETTINGS_ARTIFACT = "settings"
 TAG_BUNDLE = "musicid.bundle"
@@ -109,19 +109,20 @@ def _registered(name: str) -> bool:
 
 def register_bundle(
     model_dir: Path, index_dir: Path | None, metrics: dict[str, float], cfg: RegistryConfig,
-    identify: IdentifyConfig, tags: dict[str, str],
+    settings: dict[str, Any], tags: dict[str, str], python_model: str, top: int,
 ) -> tuple[str, bool]:
-    """Log the pyfunc bundle in the active run and register it (alias `candidate`); (version, is_new).
+    """Log a family's pyfunc bundle in the active run and register it (alias `candidate`); (version, is_new).
 
-    The same bundle (model + index) registered again gets no new version: its metric tags are
-    refreshed and the candidate alias points at it.
+    `python_model` is the family's "models from code" file; `settings` travel with the bundle
+    (settings.json) for its predictor; `top` is the default of the served `top` parameter. The same
+    bundle (model + index) registered again gets no new version: its metric tags are refreshed and
+    the candidate alias points at it.
     """
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     import musicid
-    from musicid.tracking import pyfunc_entry
 
     client = _client()
     digest = bundle_digest(model_dir, index_dir if cfg.bundle_index else None)
@@ -135,19 +136,20 @@ def register_bundle(
                 client.set_model_version_tag(cfg.model_name, version, key, value)
         else:
             with tempfile.TemporaryDirectory() as scratch:
-                settings = Path(scratch) / "settings.json"
-                write_json(settings, {"identify": identify.model_dump(), "model_name": cfg.model_name})
+                settings_data, settings = settings, Path(scratch) / "settings.json"
+                write_json(settings, settings_data | {"model_name": cfg.model_name})
                 artifacts = {MODEL_ARTIFACT: str(model_dir), SETTINGS_ARTIFACT: str(settings)}
                 if cfg.bundle_index and index_dir is not None:
                     artifacts[INDEX_ARTIFACT] = str(index_dir)
                 with warnings.catch_warnings():  # "no input example": predicting needs indexed audio
                     warnings.simplefilter("ignore", UserWarning)
                     info = mlflow.pyfunc.log_model(
-                        name="fingerprinter", python_model=pyfunc_entry.__file__, artifacts=artifacts,
+                        name=read_json(model_dir / "config.json").get("family", "fingerprint"), python_model=python_model,
+                        artifacts=artifacts,
                         code_paths=[str(Path(musicid.__file__).parent)],
                         signature=ModelSignature(
                             inputs=Schema([ColSpec("string", "audio")]),
-                            params=ParamSchema([ParamSpec("top", "long", identify.top)]),
+                            params=ParamSchema([ParamSpec("top", "long", top)]),
                         ),
                         pip_requirements=_requirements(),
                     )
@@ -296,7 +298,7 @@ def fetch(uri: str, fallback_alias: str | None = None) -> FetchedModel:
     if not (model_dir / "config.json").is_file():
         scratch.cleanup()
         raise TrackingError(f"{uri} (version {info.version}): its artifacts hold no musicid model "
-                            f"(artifact store moved or deleted, or not a musicid fingerprinter bundle)")
+                            f"(artifact store moved or deleted, or not a musicid bundle)")
     return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning)
 
 

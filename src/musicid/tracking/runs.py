@@ -27,6 +27,7 @@ TAG_SIGNATURE = "musicid.model_signature"
 TAG_GIT_REV = "musicid.git_rev"
 TAG_DVC_EXP = "musicid.dvc_exp"
 TAG_DATA_VERSION = "musicid.data_version"
+TAG_FAMILY = "musicid.family"
 
 log = logging.getLogger("musicid")
 
@@ -123,8 +124,9 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def data_version(lock: Path = Path("dvc.lock"), output: str = "data/shards") -> str:
-    """DVC's hash of the training shards as recorded in dvc.lock ('' when the pipeline has not locked it)."""
+def data_version(family: str = "fingerprint", lock: Path = Path("dvc.lock")) -> str:
+    """DVC's hash of a family's training shards as recorded in dvc.lock ('' when not locked yet)."""
+    output = f"data/shards/{family}"
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
@@ -136,15 +138,17 @@ def data_version(lock: Path = Path("dvc.lock"), output: str = "data/shards") -> 
     return ""
 
 
-def provenance_tags(stage: str) -> dict[str, str]:
-    """Tags every run carries: stage, git revision, DVC experiment name, data version."""
+def provenance_tags(stage: str, family: str = "") -> dict[str, str]:
+    """Tags every run carries: stage, family, git revision, DVC experiment name, data version."""
     revision = os.environ.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD")
     tags = {
         TAG_STAGE: stage,
         TAG_GIT_REV: revision or "none",
         TAG_DVC_EXP: os.environ.get("DVC_EXP_NAME", ""),
-        TAG_DATA_VERSION: data_version(),
+        TAG_DATA_VERSION: data_version(family) if family else "",
     }
+    if family:
+        tags[TAG_FAMILY] = family
     if revision:
         tags["mlflow.source.git.commit"] = revision
     return tags
@@ -212,17 +216,21 @@ class StageRun:
 @contextlib.contextmanager
 def stage_run(
     stage: str, cfg: TrackingConfig, params: dict[str, Any], signature: str | None = None,
-    parent_stage: str | None = None, system_metrics: bool = False,
+    parent_stage: str | None = None, system_metrics: bool = False, family: str = "",
 ) -> Iterator[StageRun]:
-    """An MLflow run for one stage execution, tagged with provenance; nested under the model's train run."""
+    """An MLflow run for one stage execution, tagged with provenance; nested under the model's train run.
+
+    A family's runs go to the experiment `<tracking.experiment>-<family>` (musicid-works, ...).
+    """
     if not cfg.enabled:
         yield StageRun(None)
         return
     import mlflow
 
     configure()
-    experiment_id = ensure_experiment(cfg.experiment)
-    tags = provenance_tags(stage) | ({TAG_SIGNATURE: signature} if signature else {})
+    experiment = f"{cfg.experiment}-{family}" if family else cfg.experiment
+    experiment_id = ensure_experiment(experiment)
+    tags = provenance_tags(stage, family) | ({TAG_SIGNATURE: signature} if signature else {})
     parent = find_run(experiment_id, parent_stage, signature) if parent_stage and signature else None
     label = tags[TAG_DVC_EXP] or (tags[TAG_GIT_REV][:7] if tags[TAG_GIT_REV] != "none" else "workspace")
     if system_metrics:
@@ -234,5 +242,5 @@ def stage_run(
         )
         mlflow.log_params(flatten(params))
     with active:
-        log.info(f"mlflow: {stage} run {active.info.run_id} in experiment {cfg.experiment!r} ({tracking_uri()})")
+        log.info(f"mlflow: {stage} run {active.info.run_id} in experiment {experiment!r} ({tracking_uri()})")
         yield StageRun(active)

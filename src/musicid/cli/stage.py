@@ -1,0 +1,40 @@
+"""`musicid stage NAME`: the pipeline stages as dvc.yaml runs them."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from musicid.cli.base import (
+    PARAMS_OPTION, WORKERS_OPTION,
+    _log_to_stderr, main,
+)
+
+
+def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
+    @PARAMS_OPTION
+    @WORKERS_OPTION
+    def command(params_path: str, workers: int | None) -> None:
+        from musicid.config import load_params
+
+        _log_to_stderr()
+        run(load_params(params_path), workers=workers)
+
+    command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."
+    return click.command(name)(command)
+
+
+@main.group()
+def stage() -> None:
+    """Pipeline stages as dvc.yaml runs them. Use `dvc repro` to run only what is stale."""
+
+
+def _register_stages() -> None:
+    from musicid.stages import all_stages
+
+    for name, run in all_stages().items():
+        stage.add_command(_stage_command(name, run))
+
+
+_register_stages()

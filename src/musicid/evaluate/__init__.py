@@ -1,1 +1,0 @@
-"""Evaluation: degraded queries on held-out tracks, hit rates, latency, plots."""

@@ -1,0 +1,43 @@
+"""What a model family declares so the spine can run, register, load and serve it.
+
+A family is a package under `musicid/families/<name>/` that exposes one `FAMILY = Family(...)`.
+The spine (ingest, splits, store, training loop, index, tracking, registry, reports) never names
+a family: stages, the registry, model loading and the CLI all go through this declaration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from musicid.config import Params, RegistryConfig, Section
+from musicid.layout import FamilyLayout, family_layout
+
+StageFn = Callable[..., None]  # stage(params, workers=None) → writes its outputs
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # package name, params section, stage prefix and artifact folder
+    title: str  # what it answers, for help texts and model cards
+    stages: dict[str, StageFn]  # in pipeline order; dvc.yaml runs `musicid stage <name>-<stage>`
+    load_model: Callable[[Path, str], Any]  # (model folder, device) → loaded, self-checked model
+    summary_metrics: Callable[[dict[str, Any]], dict[str, float]]  # eval metrics.json → flat registry metrics
+    headline_metric: str  # the accuracy figure `registry compare` ranks by
+    code: tuple[str, ...] = field(default_factory=tuple)  # source paths its stages depend on (beyond the spine)
+    pyfunc_entry: str = ""  # MLflow "models from code" file of its pyfunc class
+    register: Callable[[Params], str] | None = None  # `musicid registry register`: workspace model → registry
+
+    @property
+    def layout(self) -> FamilyLayout:
+        return family_layout(self.name)
+
+    def params(self, params: Params) -> Section:
+        return params.family(self.name)
+
+    def registry(self, params: Params) -> RegistryConfig:
+        return self.params(params).registry  # type: ignore[attr-defined]
+
+    def stage_names(self) -> list[str]:
+        return [f"{self.name}-{stage}" for stage in self.stages]

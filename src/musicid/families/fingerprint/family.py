@@ -1,0 +1,34 @@
+"""The fingerprinter's declaration on the spine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from musicid.families.base import Family
+from musicid.families.fingerprint import stages
+
+
+def _load(model_dir: Path, device: str) -> Any:
+    from musicid.families.fingerprint.io import load_model
+
+    return load_model(model_dir, device)
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, float]:
+    from musicid.families.fingerprint.evaluate import key_metrics
+
+    return key_metrics(metrics)
+
+
+FAMILY = Family(
+    name="fingerprint",
+    title="audio fingerprinter: which recording a clip comes from, and where",
+    stages=stages.STAGES,
+    load_model=_load,
+    summary_metrics=_summary,
+    headline_metric="main_top1",
+    code=("src/musicid/families/fingerprint",),
+    pyfunc_entry="musicid/families/fingerprint/pyfunc_entry.py",
+    register=stages.register_workspace,
+)

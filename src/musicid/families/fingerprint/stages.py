@@ -1,0 +1,185 @@
+"""The fingerprinter's DVC stages (`musicid stage fingerprint-<name>`): thin, over the family's library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from musicid.config import Params
+from musicid.fsutil import atomic_dir, write_json
+from musicid.layout import INGEST_REPORT, INGESTED, MANIFESTS, family_layout
+
+LAYOUT = family_layout("fingerprint")
+SHARDS, MODEL, CHECKPOINTS, INDEX = LAYOUT.shards, LAYOUT.model, LAYOUT.checkpoints, LAYOUT.index
+TRAIN_REPORT, EVAL_REPORT = LAYOUT.train_report, LAYOUT.eval_report
+MODEL_CARD, BENCHMARK_REPORT, RELEASE_CHECKLIST = LAYOUT.model_card, LAYOUT.benchmark_report, LAYOUT.release_checklist
+
+
+def sections(params: Params, *names: str) -> dict[str, Any]:
+    """The family's named params sections as plain dicts (what a stage logs as its MLflow params)."""
+    return {name: getattr(params.fingerprint, name).model_dump() for name in names}
+
+
+def shards(params: Params, workers: int | None = None) -> None:
+    from musicid.data.ingest import default_workers
+    from musicid.data.splits import load_manifests
+    from musicid.store import store_summary
+    from musicid.store.build import build_split_store
+
+    manifests = load_manifests(MANIFESTS)
+    summaries = {}
+    with atomic_dir(SHARDS) as staging:
+        for split in params.fingerprint.shards.splits:
+            build_split_store(
+                manifests[split], INGESTED, staging / f"{split}.zarr", params.fingerprint.shards,
+                workers=workers or default_workers(), split=split,
+            )
+            # name the published path, not the staging one, so the summary (and its DVC hash) is stable
+            summaries[split] = store_summary(staging / f"{split}.zarr") | {"path": str(SHARDS / f"{split}.zarr")}
+        write_json(staging / "summary.json", summaries)
+    for split, summary in summaries.items():
+        print(f"shards: {split}: {summary['rows']} windows, {summary['file_count']} files → {SHARDS}/{split}.zarr")
+
+
+def train(params: Params, workers: int | None = None) -> None:
+    from musicid.tracking import TAG_SIGNATURE, stage_run
+    from musicid.families.fingerprint.train import train_fingerprinter
+
+    logged = sections(params, "shards", "model", "train")
+    with stage_run("fingerprint-train", params.tracking, logged, system_metrics=params.tracking.system_metrics,
+                   family="fingerprint") as run:
+        with atomic_dir(TRAIN_REPORT) as report:
+            result = train_fingerprinter(
+                SHARDS / "train.zarr", SHARDS / "val.zarr", params.fingerprint.model, params.fingerprint.train, MODEL, report, CHECKPOINTS,
+                log_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])),
+            )
+        run.set_tags({TAG_SIGNATURE: result.signature})
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_top1": result.best["val_top1"],
+                         "epochs_run": len(result.history)})
+        run.log_artifact(TRAIN_REPORT, "reports/train")
+        run.log_artifact(MODEL / "config.json", "model")
+    print(f"train: best epoch {result.best_epoch} (val top-1 {result.best['val_top1']:.3f}), signature {result.signature} → {MODEL}")
+
+
+def index(params: Params, workers: int | None = None) -> None:
+    from musicid.index import build_index, index_refs_from_manifest
+    from musicid.families.fingerprint.io import load_model
+
+    loaded = load_model(MODEL, params.fingerprint.index.device)
+    meta = build_index(index_refs_from_manifest(MANIFESTS / "refs.jsonl", INGESTED), loaded, INDEX, params.fingerprint.index)
+    print(f"index: {meta['n_refs']} refs, {meta['n_vectors']} vectors ({meta['kind']}) → {INDEX}")
+
+
+def music_bed(sample_rate: int, seconds: float = 60.0) -> Any:
+    """Background music that is in no index: a synthetic work outside the generator's range."""
+    import torch
+
+    from musicid.audio import to_model_rate
+    from musicid.config import SynthConfig
+    from musicid.data.synth import render_track_preview
+
+    audio, rate = render_track_preview(999_999, 0, SynthConfig(seed=12345, min_duration_s=seconds, max_duration_s=seconds))
+    return torch.from_numpy(to_model_rate(audio, rate, sample_rate))[None, :]
+
+
+def evaluate(params: Params, workers: int | None = None) -> None:
+    from musicid.families.fingerprint.evaluate import evaluate_queries, summarize, write_reports
+    from musicid.fsutil import read_jsonl
+    from musicid.families.fingerprint.identifier import Identifier
+    from musicid.families.fingerprint.evaluate import key_metrics
+    from musicid.index import load_index
+    from musicid.families.fingerprint.io import load_model
+    from musicid.tracking import stage_run
+
+    loaded = load_model(MODEL, params.fingerprint.index.device)
+    identifier = Identifier(loaded, load_index(INDEX, expected_signature=loaded.signature), params.fingerprint.identify)
+    logged = sections(params, "shards", "model", "train", "index", "identify", "evaluate")
+    with stage_run("fingerprint-evaluate", params.tracking, logged, signature=loaded.signature,
+                   parent_stage="fingerprint-train", family="fingerprint") as run:
+        rows = evaluate_queries(
+            read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier.identify_signal, loaded.spec.sample_rate,
+            params.fingerprint.evaluate, music_bed(loaded.spec.sample_rate),
+        )
+        metrics = summarize(rows, list(params.fingerprint.evaluate.conditions))
+        metrics["model_signature"] = loaded.signature
+        with atomic_dir(EVAL_REPORT) as staging:
+            write_reports(rows, metrics, staging, list(params.fingerprint.evaluate.conditions))
+        run.log_metrics(key_metrics(metrics))
+        for name in ("metrics.json", "hit_rate.csv", "hit_rate.png"):
+            run.log_artifact(EVAL_REPORT / name, "reports/eval")
+    print(format_hit_table(metrics))
+
+
+def format_hit_table(metrics: dict) -> str:
+    """Top-1 per condition and query length, as printed at the end of `evaluate` and `make demo`."""
+    conditions = list(metrics["by_condition"])
+    lengths = sorted(metrics["main"]["by_length"], key=lambda label: float(label.rstrip("s")))
+    lines = [f"{'top-1':<14}" + "".join(f"{length:>8}" for length in lengths)]
+    for condition in conditions:
+        cells = metrics["by_condition"][condition]
+        lines.append(f"{condition:<14}" + "".join(f"{cells[length]['top1']:>8.3f}" for length in lengths))
+    lines.append(f"{'main (top-1)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top1']:>8.3f}" for l in lengths))
+    lines.append(f"{'main (top-5)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top5']:>8.3f}" for l in lengths))
+    lines.append(
+        f"queries {metrics['queries']}, offset accuracy {metrics['offset_accuracy']:.3f}, "
+        f"latency p50 {metrics['latency_ms']['p50']:.1f} ms / p95 {metrics['latency_ms']['p95']:.1f} ms"
+    )
+    return "\n".join(lines)
+
+
+def report(params: Params, workers: int | None = None) -> None:
+    """Model card, benchmark report and release checklist; then register the model (alias candidate)."""
+    from musicid.families.fingerprint.release import benchmark_report, gather, measure_embedding_speed, model_card, release_checklist
+    from musicid.families.fingerprint.io import load_model
+    from musicid.fsutil import atomic_file
+    from musicid.release import peak_memory_mb
+    from musicid.tracking import data_version, stage_run
+
+    loaded = load_model(MODEL, params.fingerprint.index.device)
+    inputs = gather(params, MODEL, TRAIN_REPORT, EVAL_REPORT, INDEX, SHARDS, INGEST_REPORT, MANIFESTS, data_version("fingerprint"))
+    speed = measure_embedding_speed(loaded, hop_s=params.fingerprint.index.hop_s)
+    checklist, ready = release_checklist(inputs, params.fingerprint.registry.gates)
+    documents = {MODEL_CARD: model_card(inputs), BENCHMARK_REPORT: benchmark_report(inputs, speed), RELEASE_CHECKLIST: checklist}
+    for path, text in documents.items():
+        with atomic_file(path) as tmp:
+            tmp.write_text(text)
+    print(f"report: {', '.join(map(str, documents))}; release checklist: {'READY' if ready else 'NOT READY'}")
+    with stage_run("fingerprint-report", params.tracking, sections(params, "registry"), signature=inputs.signature,
+                   parent_stage="fingerprint-train", family="fingerprint") as run:
+        resources = {"model_size_mb": (MODEL / "model.pt").stat().st_size / 1e6, "peak_memory_mb": peak_memory_mb()}
+        run.log_metrics(inputs.metrics | resources | {"embed_x_realtime": speed["x_realtime"]})
+        for path in documents:
+            run.log_artifact(path, "reports")
+        run.log_artifact(TRAIN_REPORT / "curves.png", "reports/train")
+        run.log_artifact(EVAL_REPORT / "hit_rate.png", "reports/eval")
+        if run.run is not None:
+            register(params, inputs.metrics | resources, run_tags=run.run.data.tags)
+    if not params.tracking.enabled:
+        print("report: tracking.enabled is false: model not registered")
+
+
+def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
+    """Register models/fingerprint (+ data/index/fingerprint) inside the active run, alias candidate; return the version."""
+    from musicid.tracking import register_bundle
+
+    tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
+    from musicid.families.fingerprint import pyfunc_entry
+
+    cfg = params.fingerprint
+    version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, {"identify": cfg.identify.model_dump()}, tags,
+                                      pyfunc_entry.__file__, cfg.identify.top)
+    name, alias = params.fingerprint.registry.model_name, params.fingerprint.registry.candidate_alias
+    print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "
+          f"alias @{alias} → {version}")
+    return version
+
+
+def register_workspace(params: Params) -> str:
+    """`musicid registry register`: register the workspace's model with its evaluation, in a run of its own."""
+    from musicid.families.fingerprint.evaluate import key_metrics
+    from musicid.tracking.workspace import register_workspace as register_it
+
+    return register_it("fingerprint", params.tracking, sections(params, "registry"), MODEL, EVAL_REPORT, INDEX,
+                       key_metrics, lambda metrics, tags: register(params, metrics, tags))
+
+
+STAGES = {"shards": shards, "train": train, "index": index, "evaluate": evaluate, "report": report}

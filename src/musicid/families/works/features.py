@@ -1,0 +1,152 @@
+"""CQT features of whole performances, one ragged Zarr store per split, leakage-checked.
+
+A performance is decoded, mixed to mono, resampled to `features.sample_rate` and cut at
+`max_duration_s`; its constant-Q magnitude (musicid.audio.cqt, log-compressed, scaled so the
+performance's loudest bin is 1) is stored frame by frame. Speed-augmented copies (resampled, so
+tempo and key move together, like a tape at another speed) are made for the **train split only**,
+after splitting: no copy of a validation or test performance exists anywhere, and
+`check_store_leakage` proves it on the stores themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from musicid.audio import DecodeError, decode, to_model_rate
+from musicid.audio.cqt import ConstantQ
+from musicid.config import WorksFeaturesConfig
+from musicid.errors import LeakageError
+from musicid.fsutil import atomic_dir, write_json
+from musicid.parallel import process_pool
+from musicid.store.ragged import RaggedStore, write_ragged_store
+
+COLUMNS = ("track_id", "work_id", "role", "speed", "content_hash")
+
+
+def performance_signal(path: str | Path, cfg: WorksFeaturesConfig) -> np.ndarray:
+    """Mono float32 at the feature rate, at most max_duration_s long (DecodeError when undecodable)."""
+    audio = decode(path)
+    signal = to_model_rate(audio.samples, audio.sample_rate, cfg.sample_rate)
+    return signal[: int(cfg.max_duration_s * cfg.sample_rate)]
+
+
+def speed_change(signal: np.ndarray, sample_rate: int, speed: float) -> np.ndarray:
+    """The signal played `speed` times faster (pitch follows), at the same sample rate."""
+    if speed == 1.0:
+        return signal
+    import librosa
+
+    return librosa.resample(signal, orig_sr=sample_rate * speed, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+
+
+class CQTExtractor:
+    """Signal → (frames, n_bins) float32, as stored and as queries are computed at identify time."""
+
+    def __init__(self, cfg: WorksFeaturesConfig, device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.cqt = ConstantQ(cfg.sample_rate, cfg.hop_samples, cfg.fmin_hz, cfg.n_bins, cfg.bins_per_octave).to(self.device)
+
+    @torch.inference_mode()
+    def __call__(self, signal: np.ndarray) -> np.ndarray:
+        spec = self.cqt(torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))[None].to(self.device))[0]
+        spec = spec / spec.max().clamp_min(1e-6)
+        return spec.T.float().cpu().numpy()
+
+    def frames_for(self, seconds: float) -> int:
+        return int(seconds * self.cfg.sample_rate) // self.cfg.hop_samples + 1
+
+
+def _decode_job(args: tuple[str, WorksFeaturesConfig]) -> tuple[np.ndarray | None, str]:
+    path, cfg = args
+    try:
+        return performance_signal(path, cfg), ""
+    except DecodeError as exc:
+        return None, f"{exc.reason}: {exc.detail}"
+
+
+def iter_signals(tracks: list[dict[str, Any]], audio_root: Path, cfg: WorksFeaturesConfig, workers: int,
+                 desc: str) -> Iterator[tuple[dict[str, Any], np.ndarray | None, str]]:
+    """(track, signal or None, error) in manifest order, decoding in worker processes."""
+    jobs = [(str(audio_root / t["path"]), cfg) for t in tracks]
+    with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
+        if workers > 1 and len(jobs) > 1:
+            with process_pool(workers) as pool:
+                for track, (signal, error) in zip(tracks, pool.map(_decode_job, jobs)):
+                    bar.update()
+                    yield track, signal, error
+        else:
+            for track, job in zip(tracks, jobs):
+                signal, error = _decode_job(job)
+                bar.update()
+                yield track, signal, error
+
+
+def _items(tracks: list[dict[str, Any]], audio_root: Path, cfg: WorksFeaturesConfig, speeds: list[float],
+           workers: int, desc: str, skipped: list[dict[str, Any]]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    extract = CQTExtractor(cfg)
+    for track, signal, error in iter_signals(tracks, audio_root, cfg, workers, desc):
+        if signal is None:
+            skipped.append({"track_id": track["track_id"], "reason": error})
+            continue
+        for speed in speeds:
+            frames = extract(speed_change(signal, cfg.sample_rate, speed))
+            yield frames.astype(cfg.dtype), {
+                "track_id": track["track_id"], "work_id": track["work_id"], "role": track["role"],
+                "speed": float(speed), "content_hash": track["content_hash"],
+            }
+
+
+def check_store_leakage(stores: dict[str, RaggedStore]) -> dict[str, Any]:
+    """Prove on the stores that evaluation never meets training audio; raise LeakageError otherwise."""
+    problems = []
+    train = stores["train"]
+    train_tracks, train_hashes = set(train.column("track_id")), set(train.column("content_hash"))
+    train_works = set(train.column("work_id"))
+    for split, store in stores.items():
+        if split == "train":
+            continue
+        speeds = {s for s in store.column("speed") if s != 1.0}
+        if speeds:
+            problems.append(f"{split}.zarr holds speed-augmented copies ({sorted(speeds)}): only train may")
+        problems += [f"track {t!r} of {split}.zarr is also in train.zarr" for t in sorted(set(store.column("track_id")) & train_tracks)]
+        problems += [f"audio {h[:12]} of {split}.zarr is also in train.zarr" for h in sorted(set(store.column("content_hash")) & train_hashes)]
+        for track, work, role in zip(store.column("track_id"), store.column("work_id"), store.column("role")):
+            if role.endswith("_unseen") and work in train_works:
+                problems.append(f"unseen work {work!r} ({track} in {split}.zarr) has performances in train.zarr")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LeakageError(f"feature store leakage: {problems[0]}{more}")
+    return {"ok": True, "checked": sorted(stores), "train_copies_per_performance": len(set(train.column("speed")))}
+
+
+def build_feature_stores(roles: dict[str, list[dict[str, Any]]], audio_root: str | Path, out_dir: str | Path,
+                         cfg: WorksFeaturesConfig, workers: int = 1) -> dict[str, Any]:
+    """train.zarr (× train_speeds), val.zarr, test.zarr + summary.json; leakage-checked before publishing."""
+    from musicid.families.works.split import ROLE_SPLIT
+
+    audio_root, out_dir = Path(audio_root), Path(out_dir)
+    summary: dict[str, Any] = {"stores": {}, "skipped": []}
+    with atomic_dir(out_dir) as staging:
+        stores = {}
+        for split in ("train", "val", "test"):
+            tracks = [t for role, members in roles.items() if ROLE_SPLIT[role] == split for t in members]
+            tracks.sort(key=lambda t: t["track_id"])
+            speeds = list(cfg.train_speeds) if split == "train" else [1.0]
+            write_ragged_store(
+                staging / f"{split}.zarr", _items(tracks, audio_root, cfg, speeds, workers, f"works-features: {split}",
+                                                  summary["skipped"]),
+                cfg.n_bins, dtype=cfg.dtype, compressor=cfg.compressor, level=cfg.level, chunk_mb=cfg.chunk_mb,
+                shard_mb=cfg.shard_mb, attrs={"split": split, "features": cfg.model_dump(mode="json")},
+            )
+            stores[split] = RaggedStore(staging / f"{split}.zarr")
+            summary["stores"][split] = stores[split].summary() | {"path": str(out_dir / f"{split}.zarr"),
+                                                                 "speeds": speeds}
+        summary["leakage"] = check_store_leakage(stores)
+        write_json(staging / "summary.json", summary)
+    return summary

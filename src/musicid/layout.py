@@ -1,0 +1,78 @@
+"""Every artifact path, common and per family, in one place (dvc.yaml agrees; a test checks).
+
+Common data (raw archive, ingested catalog, manifests) is shared by every family; each family's
+artifacts live under its own name:
+
+    data/splits/<family>/   data/shards/<family>/   models/<family>/   data/index/<family>/   reports/<family>/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RAW_ARCHIVE = Path("data/raw/synthetic.tar.gz")
+INGESTED = Path("data/ingested")
+CATALOG = INGESTED / "catalog.json"
+INGEST_REPORT = Path("reports/ingest")
+MANIFESTS = Path("data/manifests")
+STATE = Path(".musicid")  # untracked working state (resumable checkpoints)
+
+
+@dataclass(frozen=True)
+class FamilyLayout:
+    """Where one family's stages read and write."""
+
+    family: str
+
+    @property
+    def manifests(self) -> Path:
+        """A family's own splits (the common ones are MANIFESTS)."""
+        return Path("data/splits") / self.family
+
+    @property
+    def shards(self) -> Path:
+        return Path("data/shards") / self.family
+
+    @property
+    def model(self) -> Path:
+        return Path("models") / self.family
+
+    @property
+    def index(self) -> Path:
+        return Path("data/index") / self.family
+
+    @property
+    def reports(self) -> Path:
+        return Path("reports") / self.family
+
+    @property
+    def train_report(self) -> Path:
+        return self.reports / "train"
+
+    @property
+    def eval_report(self) -> Path:
+        return self.reports / "eval"
+
+    @property
+    def checkpoints(self) -> Path:
+        return STATE / "checkpoints" / self.family
+
+    @property
+    def model_card(self) -> Path:
+        return self.reports / "model-card.md"
+
+    @property
+    def benchmark_report(self) -> Path:
+        return self.reports / "benchmark-report.md"
+
+    @property
+    def release_checklist(self) -> Path:
+        return self.reports / "release-checklist.md"
+
+    def store(self, split: str) -> Path:
+        return self.shards / f"{split}.zarr"
+
+
+def family_layout(family: str) -> FamilyLayout:
+    return FamilyLayout(family)

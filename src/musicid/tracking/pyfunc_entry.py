@@ -1,7 +1,0 @@
-"""MLflow "models from code" entry: the file `log_model(python_model=...)` records for the fingerprinter."""
-
-import mlflow.models
-
-from musicid.tracking.pyfunc import FingerprinterModel
-
-mlflow.models.set_model(FingerprinterModel())

@@ -1,1 +1,0 @@
-"""Training loop for the fingerprinter: pairs, NT-Xent, validation, checkpoints, early stopping."""

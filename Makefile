@@ -28,16 +28,24 @@ demo: install
 	echo && echo "== pipeline finished in $$(( $$(date +%s) - start )) s ==" && \
 	musicid data inspect data/ingested && \
 	musicid data validate data/manifests && \
-	for split in train val test; do echo "-- data/shards/$$split.zarr"; musicid store info data/shards/$$split.zarr; done && \
-	echo && echo "== evaluation on held-out tracks (reports/eval/metrics.json) ==" && musicid metrics && \
+	for split in train val test; do echo "-- data/shards/fingerprint/$$split.zarr"; musicid store info data/shards/fingerprint/$$split.zarr; done && \
+	for split in train val test; do echo "-- data/shards/works/$$split.zarr"; musicid store info data/shards/works/$$split.zarr; done && \
+	echo && echo "== fingerprint evaluation on held-out tracks (reports/fingerprint/eval/metrics.json) ==" && musicid metrics && \
+	echo && echo "== works evaluation (reports/works/eval/metrics.json) ==" && musicid works metrics && \
 	$(BIN)/python -c "import json, soundfile as sf; t = json.loads(open('data/manifests/test.jsonl').readline()); \
 	a, r = sf.read('data/ingested/' + t['path']); sf.write('reports/demo-clip.wav', a[12 * r:17 * r], r); \
-	print('\n== clip for identify: 5 s cut at 12 s from', t['track_id'], '==')" && \
-	echo && echo "== model registry (MLflow, mlflow.db): promote the candidate through the release gates ==" && \
-	musicid registry promote candidate --alias champion && musicid registry list && \
-	musicid identify reports/demo-clip.wav --top 3 && \
-	echo && echo "Results: data/ (archive, catalog, manifests, shards, index), models/fingerprinter/," && \
-	echo "         reports/ (ingest, train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
+	print('\n== clip for identify: 5 s cut at 12 s from', t['track_id'], '=='); \
+	w = [json.loads(l) for l in open('data/splits/works/test.jsonl') if json.loads(l)['role'] == 'test_unseen'][0]; \
+	open('reports/demo-performance.txt', 'w').write('data/ingested/' + w['path']); \
+	print('== performance for works identify:', w['track_id'], 'of work', w['work_id'], '(a work the model never trained on) ==')" && \
+	echo && echo "== model registry (MLflow, mlflow.db): promote each family's candidate through its release gates ==" && \
+	musicid registry promote candidate --alias champion && \
+	musicid registry promote candidate --alias champion --family works && \
+	musicid registry compare && musicid registry compare --family works && \
+	echo && musicid identify reports/demo-clip.wav --top 3 && \
+	echo && musicid works identify "$$(cat reports/demo-performance.txt)" --top 3 && \
+	echo && echo "Results: data/ (archive, catalog, manifests, splits, shards, indexes), models/{fingerprint,works}/," && \
+	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."
 
 test: install

@@ -22,6 +22,7 @@ if [ ! -d "$PIPE/.git" ]; then
   mkdir -p "$PIPE"
   cp "$REPO/dvc.yaml" "$REPO/params.yaml" "$REPO/.dvcignore" "$PIPE/"
   cp -r "$REPO/.dvc" "$PIPE/" && rm -rf "$PIPE/.dvc/tmp" "$PIPE/.dvc/cache"
+  cp -r "$REPO/src" "$PIPE/" && find "$PIPE/src" -name __pycache__ -prune -exec rm -rf {} +   # stages depend on their code
   git -C "$PIPE" init -q
 fi
 python - "$PIPE/params.yaml" "$MUSIC/refs" "$@" <<'PY'
@@ -30,14 +31,17 @@ path, refs, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 params = yaml.safe_load(open(path))
 params["ingest"]["source"] = refs
 params["prepare"].update({"val_fraction": 0.1, "test_fraction": 0.5})
-for item in overrides:
+for item in overrides:  # dotted keys: fingerprint.train.epochs=24
     key, value = item.split("=", 1)
-    section, name = key.split(".", 1)
-    params[section][name] = yaml.safe_load(value)
+    *sections, name = key.split(".")
+    node = params
+    for section in sections:
+        node = node[section]
+    node[name] = yaml.safe_load(value)
 open(path, "w").write(yaml.safe_dump(params, sort_keys=False))
 PY
-(cd "$PIPE" && dvc repro index)
-(cd "$PIPE" && musicid identify "$MUSIC"/queries/*.wav --model models/fingerprinter --index data/index --json > "$WORK/results.jsonl") || true
+(cd "$PIPE" && dvc repro fingerprint-index)
+(cd "$PIPE" && musicid identify "$MUSIC"/queries/*.wav --model models/fingerprint --index data/index/fingerprint --json > "$WORK/results.jsonl") || true
 python - "$PIPE/data/manifests/train.jsonl" "$MUSIC/truth.json" "$WORK/truth-heldout.json" <<'PY'
 import json, sys
 train = {json.loads(line)["track_id"] for line in open(sys.argv[1])}

@@ -10,7 +10,7 @@ Part 2 (`--model DIR`): embeds synthetic music with a trained fingerprinter and 
 throughput in × real time on this machine.
 
     .venv/bin/python benchmarks/index_scaling.py                      # 1k, 10k, 100k tracks
-    .venv/bin/python benchmarks/index_scaling.py --model models/fingerprinter --tracks 1000
+    .venv/bin/python benchmarks/index_scaling.py --model models/fingerprint --tracks 1000
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ VENVS = {
     "chorales-venv": ["music21", "pretty_midi", "rapidfuzz"],
     "essentia-venv": [ESSENTIA_PIN, "numpy"],
 }
-DEFAULT_PEER_MAX_TRACKS = 210  # ~33 ms per pair at 256 ms chroma hop → ~25 min all-vs-all on one core
+DEFAULT_PEER_MAX_TRACKS = 270  # ~20 ms per pair at a 256 ms chroma hop → ~25 min all-vs-all on one core
 
 METRICS_SNIPPET = r"""
 import json, sys
@@ -81,8 +81,9 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    log("$ " + " ".join(str(c) for c in cmd))
+def run(cmd: list, **kw) -> subprocess.CompletedProcess:
+    shown = ["<inline metrics script>" if "\n" in str(c) else str(c) for c in cmd]
+    log("$ " + " ".join(shown))
     return subprocess.run([str(c) for c in cmd], **kw)
 
 
@@ -200,7 +201,7 @@ def run_peer(args: argparse.Namespace, folder: Path, split: dict, tunes: dict) -
     py = BENCH / "essentia-venv" / "bin" / "python"
     base = [py, HERE / "peer_essentia.py", "--folder", folder, "--tracks", peer_dir / "tracks.json",
             "--out-dir", peer_dir, "--hpcp-average", str(args.hpcp_average)]
-    timing = run(base + ["--time-pairs", "8"], capture_output=True, text=True)
+    timing = run(base + ["--time-pairs", "12"], capture_output=True, text=True)
     if timing.returncode != 0:
         log(timing.stdout[-2000:] + timing.stderr[-2000:])
         raise SystemExit("peer: essentia timing run failed")
@@ -285,6 +286,10 @@ def run_musicid(args: argparse.Namespace, folder: Path, peer_works: Path | None)
         return {"unavailable": why}
     out: dict = {}
     model = Path(args.model)
+    if not args.model.startswith("models:/") and not (model / "config.json").is_file():
+        why = f"model folder {model} has no config.json (train the works family first, e.g. `dvc repro`)"
+        log(f"musicid: {why}; skipping the musicid rows")
+        return {"unavailable": why}
     targets = [("eval", folder / "eval_works.txt")]
     if peer_works is not None and peer_works.read_text() != (folder / "eval_works.txt").read_text():
         targets.append(("peer_subset", peer_works))

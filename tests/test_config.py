@@ -14,20 +14,37 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repository_params_are_valid_and_complete() -> None:
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    # every key the code knows is spelled out in params.yaml, so users can find it
-    for section, model in params:
-        assert set(raw[section]) == set(type(model).model_fields), section
-    assert params.shards.window_samples == 16000
+    # every key the code knows is spelled out in params.yaml, so users can find it (family sections nest)
+    from pydantic import BaseModel
+
+    def check(model: BaseModel, node: dict, path: str) -> None:
+        assert set(node) == set(type(model).model_fields), path
+        for name, value in model:
+            if isinstance(value, BaseModel) and name != "gates":
+                check(value, node[name], f"{path}.{name}")
+
+    check(params, raw, "params")
+    assert params.fingerprint.shards.window_samples == 16000
+    assert params.works.registry.model_name == "musicid-work-identifier"
 
 
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ({"shards": {"compressor": "lz5"}}, "shards.compressor: Input should be 'none', 'zstd' or 'blosc' (got 'lz5')"),
-        ({"shards": {"dtype": "int8"}}, "shards.dtype: Input should be 'float16', 'float32' or 'int16'"),
-        ({"shards": {"compressor": "blosc", "level": 12}}, "level 12 is out of range for blosc (allowed 0-9)"),
-        ({"shards": {"windw_s": 1}}, "unknown key shards.windw_s; allowed keys here: sample_rate, window_s"),
-        ({"shard": {}}, "unknown key shard; allowed keys here: synth, ingest, prepare, shards"),
+        ({"fingerprint": {"shards": {"compressor": "lz5"}}},
+         "fingerprint.shards.compressor: Input should be 'none', 'zstd' or 'blosc' (got 'lz5')"),
+        ({"fingerprint": {"shards": {"dtype": "int8"}}}, "fingerprint.shards.dtype: Input should be 'float16', 'float32' or 'int16'"),
+        ({"fingerprint": {"shards": {"compressor": "blosc", "level": 12}}}, "level 12 is out of range for blosc (allowed 0-9)"),
+        ({"fingerprint": {"shards": {"windw_s": 1}}},
+         "unknown key fingerprint.shards.windw_s; allowed keys here: sample_rate, window_s"),
+        ({"shard": {}}, "unknown key shard; allowed keys here: synth, ingest, prepare, tracking, fingerprint, works"),
+        ({"works": {"model": {"backbone": "lstm"}}}, "works.model.backbone: Input should be 'conformer' or 'cqtnet' (got 'lstm')"),
+        ({"works": {"train": {"roll_method": "up"}}},
+         "works.train.roll_method: Input should be 'default', 'low_melody' or 'flex_melody' (got 'up')"),
+        ({"works": {"features": {"train_speeds": [0.9, 1.1]}}}, "train_speeds must include 1.0"),
+        ({"works": {"split": {"val_unseen_works": 0.5, "test_unseen_works": 0.5}}},
+         "val_unseen_works + test_unseen_works must be < 1"),
+        ({"works": {"features": {"n_bins": 120}}}, "must be below Nyquist"),
         ({"prepare": {"val_fraction": 0.5, "test_fraction": 0.5}}, "val_fraction + test_fraction must be < 1"),
         ({"synth": {"n_works": 0}}, "synth.n_works: Input should be greater than or equal to 1 (got 0)"),
         ({"synth": {"formats": ["mp3"]}}, "synth.formats.0: Input should be 'flac', 'ogg' or 'wav' (got 'mp3')"),
@@ -44,7 +61,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("shards: [unclosed\n")
+    bad.write_text("fingerprint: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
 
@@ -52,7 +69,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_config_is_frozen() -> None:
     params = parse_params({})
     with pytest.raises(Exception):
-        params.shards.dtype = "float32"  # type: ignore[misc]
+        params.fingerprint.shards.dtype = "float32"  # type: ignore[misc]
 
 
 def test_every_cli_command_is_in_the_readme() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_repo import STAGES, make_repo
+from e2e_repo import STAGES, WORKS_STAGES, make_repo
+from musicid.families import FAMILY_NAMES
 from e2e_repo import env_for as _env
 from e2e_repo import run as _run
 from e2e_repo import set_params as _set_params
@@ -23,13 +24,79 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real `dvc repro` of every stage on tiny params, shared by this module's tests (in file order)."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    repo, env = make_repo(tmp), _env(tmp)
+    ran = _ran(_run(["dvc", "repro"], repo, env))
+    return {"repo": repo, "env": env, "tmp": tmp, "ran": ran}
+
+
 def _ran(output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
 
 
-def test_full_repro_then_only_changed_stages_rerun(repo: Path, tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    assert _ran(_run(["dvc", "repro"], repo, env)) == set(STAGES)
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_family_contract(reproduced: dict, name: str, tmp_path: Path) -> None:
+    """What every family on the spine must do: validated params, its stages in a tiny repro, a
+    self-checked model that loads through the family it records, and a predictor answering in its
+    JSON contract (errors included) from the registry."""
+    import mlflow
+    import yaml
+
+    from musicid.config import load_params, parse_params
+    from musicid.errors import ConfigError
+    from musicid.families import FAMILIES, load_model
+    from musicid.models.io import ModelError
+
+    repo, family = reproduced["repo"], FAMILIES[name]
+    params = load_params(repo / "params.yaml")
+    assert family.params(params) is getattr(params, name)
+    with pytest.raises(ConfigError, match=f"unknown key {name}.nope"):
+        parse_params({name: {"nope": 1}})
+    # a tiny dvc repro ran every one of its stages and wrote its artifacts where the layout says
+    assert set(family.stage_names()) <= reproduced["ran"]
+    for path in (family.layout.model, family.layout.index, family.layout.shards, family.layout.model_card):
+        assert (repo / path).exists(), path
+    # model folders load through the family they record, self-checked; tampered weights are refused
+    loaded = load_model(repo / family.layout.model, "cpu")
+    config = json.loads((repo / family.layout.model / "config.json").read_text())
+    assert config["family"] == name and loaded.signature == config["signature"]
+    import shutil
+
+    shutil.copytree(repo / family.layout.model, tmp_path / "tampered")
+    weights = (tmp_path / "tampered" / "model.pt").read_bytes()
+    (tmp_path / "tampered" / "model.pt").write_bytes(weights[:-64] + bytes(64))
+    with pytest.raises(ModelError):
+        load_model(tmp_path / "tampered", "cpu")
+    # the registered predictor (pyfunc, as served) answers in the family's contract
+    registry = family.registry(params)
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{registry.model_name}@{registry.candidate_alias}")
+        query = _query_audio(repo, name)
+        (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVE")
+        answers = model.predict({"audio": [str(query), str(tmp_path / "broken.wav")]})
+    finally:
+        mlflow.set_tracking_uri(None)
+    key = {"fingerprint": "matches", "works": "works"}[name]
+    assert answers[0]["query"] == str(query) and answers[0][key] and "error" not in answers[0]
+    assert answers[1]["error"] and answers[1][key] == []
+    assert yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].keys() >= set(family.stage_names())
+
+
+def _query_audio(repo: Path, family: str) -> Path:
+    if family == "works":
+        row = json.loads((repo / "data/splits/works/test.jsonl").read_text().splitlines()[0])
+    else:
+        row = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
+    return repo / "data/ingested" / row["path"]
+
+
+def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
+    repo, env, tmp_path = reproduced["repo"], reproduced["env"], reproduced["tmp"]
+    assert reproduced["ran"] == set(STAGES)
     assert "up to date" in _run(["dvc", "status"], repo, env)
 
     catalog = json.loads((repo / "data/ingested/catalog.json").read_text())["tracks"]
@@ -40,24 +107,26 @@ def test_full_repro_then_only_changed_stages_rerun(repo: Path, tmp_path: Path) -
 
     split_tracks = {}
     for split in ("train", "val", "test"):
-        group = open_store(repo / f"data/shards/{split}.zarr")
+        group = open_store(repo / f"data/shards/fingerprint/{split}.zarr")
         assert group.attrs["sample_rate"] == 8000 and group.attrs["window_samples"] == 12000
         split_tracks[split] = set(group.attrs["track_ids"])
         rows = group["waveform"].shape[0]
         # each 4-6 s track gives (duration - 1.5) / 0.5 + 1 windows of 1.5 s at hop 0.5 s
         assert 6 * len(split_tracks[split]) <= rows <= 10 * len(split_tracks[split])
-        waveform = read_windows(repo / f"data/shards/{split}.zarr", np.arange(rows))
+        waveform = read_windows(repo / f"data/shards/fingerprint/{split}.zarr", np.arange(rows))
         assert np.abs(waveform).max() > 0.05  # real audio, not zeros
     assert not (split_tracks["train"] & split_tracks["test"])
 
-    metrics = json.loads((repo / "reports/eval/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/fingerprint/eval/metrics.json").read_text())
     assert metrics["queries"] == 4 * 2 and set(metrics["by_condition"]) == {"noise", "speed"}
     assert 0.0 <= metrics["main"]["top1"] <= 1.0 and metrics["latency_ms"]["p95"] > 0
-    model_config = json.loads((repo / "models/fingerprinter/config.json").read_text())
-    assert json.loads((repo / "data/index/meta.json").read_text())["model_signature"] == model_config["signature"]
-    assert (repo / "reports/eval/hit_rate.png").stat().st_size > 0
+    model_config = json.loads((repo / "models/fingerprint/config.json").read_text())
+    assert model_config["family"] == "fingerprint"
+    assert json.loads((repo / "data/index/fingerprint/meta.json").read_text())["model_signature"] == model_config["signature"]
+    assert (repo / "reports/fingerprint/eval/hit_rate.png").stat().st_size > 0
     plots = _run(["dvc", "plots", "show", "--json"], repo, env)
-    assert "Hit rate vs query length" in plots and "main_top1" in plots and "val_top1" in plots
+    assert "Fingerprint hit rate vs query length" in plots and "main_top1" in plots and "val_top1" in plots
+    assert "Works training curves" in plots and "val_mAP" in plots
 
     # identify a clip cut from an indexed synthetic track, through the CLI contract
     import soundfile as sf
@@ -70,36 +139,98 @@ def test_full_repro_then_only_changed_stages_rerun(repo: Path, tmp_path: Path) -
     assert {"ref", "score", "offset_s"} <= set(line["matches"][0])
 
     # the report stage wrote the release documents and registered the model (alias candidate)
-    card = (repo / "reports/model-card.md").read_text()
+    card = (repo / "reports/fingerprint/model-card.md").read_text()
     assert model_config["signature"] in card and "## Limitations" in card and "| **main top-1** |" in card
-    checklist = (repo / "reports/release-checklist.md").read_text()
+    checklist = (repo / "reports/fingerprint/release-checklist.md").read_text()
     assert "| gate `main_top1_3s` ≥ 0.9 |" in checklist and "index built with this model | pass" in checklist
-    assert "× real time" in (repo / "reports/benchmark-report.md").read_text()
+    assert "× real time" in (repo / "reports/fingerprint/benchmark-report.md").read_text()
     versions = json.loads(_run(["musicid", "registry", "list", "--json"], repo, env, stdout_only=True))
     assert [(v["version"], v["aliases"], v["signature"]) for v in versions] == [("1", ["candidate"], model_config["signature"])]
     assert versions[0]["metrics"]["main_top1"] == metrics["main"]["top1"] and versions[0]["data_version"].endswith(".dir")
     runs = _mlflow_runs(repo)
-    assert {run.data.tags["musicid.stage"] for run in runs} == {"train", "evaluate", "report"}
-    train_run = next(run for run in runs if run.data.tags["musicid.stage"] == "train")
+    assert {run.data.tags["musicid.stage"] for run in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report"}
+    train_run = next(run for run in runs if run.data.tags["musicid.stage"] == "fingerprint-train")
     assert train_run.data.params["train.epochs"] == "2" and train_run.data.metrics["best_val_top1"] >= 0
     assert all(run.data.tags["musicid.data_version"] == versions[0]["data_version"] for run in runs)
     assert all(run.data.tags.get("mlflow.parentRunId") == train_run.info.run_id for run in runs if run is not train_run)
 
-    _set_params(repo, shards={"dtype": "float32"})
-    status = _run(["dvc", "status"], repo, env)
-    assert "shards:" in status and "prepare:" not in status and "ingest:" not in status
+    _check_works(repo, env, tmp_path)
+
+    # editing one family's model code makes exactly that family's model stages stale
+    model_code = repo / "src/musicid/families/works/model.py"
+    original = model_code.read_text()
+    model_code.write_text(original + "\n# edited\n")
+    assert _stale(_run(["dvc", "status"], repo, env)) == {"works-train", "works-index", "works-evaluate", "works-report"}
+    model_code.write_text(original)
+    fp_code = repo / "src/musicid/families/fingerprint/model.py"
+    fp_original = fp_code.read_text()
+    fp_code.write_text(fp_original + "\n# edited\n")
+    assert _stale(_run(["dvc", "status"], repo, env)) == {
+        "fingerprint-train", "fingerprint-index", "fingerprint-evaluate", "fingerprint-report"}
+    fp_code.write_text(fp_original)
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+
+    _set_params(repo, {"fingerprint.shards": {"dtype": "float32"}})
+    assert _stale(_run(["dvc", "status"], repo, env)) == {"fingerprint-shards"}
     # rebuild only the stale store (the rest of the chain reruns the same way, as the experiment tests show)
-    assert _ran(_run(["dvc", "repro", "shards"], repo, env)) == {"shards"}
-    assert open_store(repo / "data/shards/train.zarr")["waveform"].dtype == np.float32
-    status = _run(["dvc", "status"], repo, env)
-    assert "train:" in status and "report:" in status and "shards:" not in status and "synth:" not in status
+    assert _ran(_run(["dvc", "repro", "fingerprint-shards"], repo, env)) == {"fingerprint-shards"}
+    assert open_store(repo / "data/shards/fingerprint/train.zarr")["waveform"].dtype == np.float32
+    status = _stale(_run(["dvc", "status"], repo, env))
+    assert {"fingerprint-train", "fingerprint-report"} <= status and not status & {"fingerprint-shards", "synth"}
+    assert not status & set(WORKS_STAGES)
+
+
+def _stale(status: str) -> set[str]:
+    """Stage names `dvc status` lists as changed."""
+    return {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))
+            and line.rstrip().endswith(":") and line.strip().rstrip(":") in STAGES}
+
+
+def _check_works(repo: Path, env: dict, tmp_path: Path) -> None:
+    """The work identifier's artifacts: leak-free splits and stores, evaluation, index, registry, identify."""
+    from musicid.store.ragged import RaggedStore
+
+    split = json.loads((repo / "data/splits/works/summary.json").read_text())
+    assert split["leakage"]["ok"] and split["works"]["test_unseen"] >= 1 and split["performances"]["train"] >= 2
+    stores = {name: RaggedStore(repo / f"data/shards/works/{name}.zarr") for name in ("train", "val", "test")}
+    assert set(stores["train"].column("speed")) == {1.0, 1.1}  # speed copies for train only ...
+    assert set(stores["test"].column("speed")) == set(stores["val"].column("speed")) == {1.0}
+    assert not set(stores["train"].column("track_id")) & set(stores["test"].column("track_id"))
+    assert stores["train"].attrs["width"] == 96 and len(stores["test"]) == split["performances"]["test_unseen"] + \
+        split["performances"]["test_seen"]
+    works_model = json.loads((repo / "models/works/config.json").read_text())
+    assert works_model["family"] == "works" and works_model["spec"]["backbone"] == "conformer"
+    evaluation = json.loads((repo / "reports/works/eval/metrics.json").read_text())
+    assert evaluation["model_signature"] == works_model["signature"]
+    assert set(evaluation["testsets"]) == {"test_unseen", "test_seen"}
+    assert 0 <= evaluation["testsets"]["test_unseen"]["mAP"] <= 1 and evaluation["testsets"]["test_unseen"]["MR1"] >= 1
+    assert (repo / "reports/works/eval/tsne.png").stat().st_size > 0
+    assert (repo / "reports/works/eval/distances_test_unseen.npz").is_file()
+    history = (repo / "reports/works/train/history.csv").read_text()
+    assert "mAP_test_unseen" in history and "val_mAP" in history
+    assert "test_unseen_mAP" in (repo / "reports/works/release-checklist.md").read_text()
+    versions = json.loads(_run(["musicid", "registry", "list", "--family", "works", "--json"], repo, env, stdout_only=True))
+    assert [(v["version"], v["aliases"]) for v in versions] == [("1", ["candidate"])]
+    assert versions[0]["metrics"]["test_unseen_mAP"] == evaluation["testsets"]["test_unseen"]["mAP"]
+    assert versions[0]["name"] == "musicid-work-identifier"
+    compared = json.loads(_run(["musicid", "registry", "compare", "musicid-work-identifier", "--json"], repo, env,
+                               stdout_only=True))
+    (row,) = compared["versions"]
+    assert compared["family"] == "works" and row["test_unseen_mAP"] == versions[0]["metrics"]["test_unseen_mAP"]
+    assert row["latency_p50_ms"] > 0 and row["peak_memory_mb"] > 0 and 0 < row["model_size_mb"] < 50
+    # identify a performance through the registry's candidate (no champion yet: a warning, then an answer)
+    test_row = next(json.loads(line) for line in (repo / "data/splits/works/test.jsonl").read_text().splitlines())
+    args = ["musicid", "works", "identify", str(repo / "data/ingested" / test_row["path"]), "--json", "--top", "3"]
+    answer = json.loads(_run(args, repo, env, stdout_only=True))
+    assert len(answer["works"]) == 3 and answer["works"][0]["score"] >= answer["works"][-1]["score"]
+    assert "no @champion yet; using @candidate" in _run(args, repo, env)
 
 
 def _mlflow_runs(repo: Path) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("musicid")
+    experiment = client.get_experiment_by_name("musicid-fingerprint")
     return client.search_runs([experiment.experiment_id])
 
 
@@ -111,12 +242,13 @@ def test_folder_source_with_a_corrupt_file_quarantines_it_and_succeeds(repo: Pat
         tar.extractall(music, filter="data")
     victim = sorted((music / "audio").rglob("*.flac"))[0]
     victim.write_bytes(victim.read_bytes()[:100] + b"\0" * 5000)
-    _set_params(repo, ingest={"source": "music"})
+    _set_params(repo, {"ingest": {"source": "music"}})
 
-    _run(["dvc", "repro", "shards"], repo, env)
+    _run(["dvc", "repro", "fingerprint-shards", "works-features"], repo, env)
     quarantine = json.loads((repo / "data/ingested/quarantine.json").read_text())["files"]
     assert [(q["source_path"], q["reason"]) for q in quarantine] == [
         (victim.relative_to(music).as_posix(), "undecodable")
     ]
     assert len(json.loads((repo / "data/ingested/catalog.json").read_text())["tracks"]) == 7
-    assert (repo / "data/shards/train.zarr").is_dir()
+    assert (repo / "data/shards/fingerprint/train.zarr").is_dir()
+    assert victim.stem not in json.dumps(json.loads((repo / "data/shards/works/summary.json").read_text()))

@@ -30,7 +30,9 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ref = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
     audio, rate = sf.read(repo / "data/ingested" / ref["path"])
     sf.write(tmp / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)
-    return {"tmp": tmp, "repo": repo, "env": env, "clip": tmp / "clip.wav", "ref": ref["track_id"]}
+    performance = json.loads((repo / "data/splits/works/test.jsonl").read_text().splitlines()[0])
+    return {"tmp": tmp, "repo": repo, "env": env, "clip": tmp / "clip.wav", "ref": ref["track_id"],
+            "performance": repo / "data/ingested" / performance["path"]}
 
 
 def _signature(model_dir: Path) -> str:
@@ -41,7 +43,7 @@ def _runs_by_exp(repo: Path) -> dict[str, list]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("musicid").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("musicid-fingerprint").experiment_id])
     grouped: dict[str, list] = {}
     for found in runs:
         grouped.setdefault(found.data.tags.get("musicid.dvc_exp", ""), []).append(found)
@@ -53,34 +55,39 @@ def test_pinned_model_push_clone_pull_identify(released: dict) -> None:
     assert "pushed" in run(["dvc", "push"], repo, env)
     clone = tmp / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp, env)
-    assert not (clone / "models/fingerprinter").exists()
-    run(["dvc", "pull", "models/fingerprinter", "data/index"], clone, env)
-    assert _signature(clone / "models/fingerprinter") == _signature(repo / "models/fingerprinter")
-    answer = json.loads(run(["musicid", "identify", str(released["clip"]), "--model", "models/fingerprinter",
-                             "--index", "data/index", "--json"], clone, env, stdout_only=True))
+    assert not (clone / "models/fingerprint").exists()
+    run(["dvc", "pull", "models/fingerprint", "data/index/fingerprint", "models/works", "data/index/works"], clone, env)
+    assert _signature(clone / "models/fingerprint") == _signature(repo / "models/fingerprint")
+    answer = json.loads(run(["musicid", "identify", str(released["clip"]), "--model", "models/fingerprint",
+                             "--index", "data/index/fingerprint", "--json"], clone, env, stdout_only=True))
     assert answer["matches"] and {"ref", "score", "offset_s"} <= set(answer["matches"][0])
     # a release tag pins the model for anyone: dvc get from the repository at that tag
-    run(["dvc", "get", str(repo), "models/fingerprinter", "--rev", "v0.1", "-o", str(tmp / "got")], tmp, env)
-    assert _signature(tmp / "got") == _signature(repo / "models/fingerprinter")
+    run(["dvc", "get", str(repo), "models/fingerprint", "--rev", "v0.1", "-o", str(tmp / "got")], tmp, env)
+    assert _signature(tmp / "got") == _signature(repo / "models/fingerprint")
+    # the pulled work identifier answers too, from its folder and its index
+    works = json.loads(run(["musicid", "works", "identify", str(released["performance"]), "--model", "models/works",
+                            "--index", "data/index/works", "--json"], clone, env, stdout_only=True))
+    assert works["works"] and {"work_id", "score", "performances"} <= set(works["works"][0])
 
 
 def test_experiment_with_set_param_is_tracked(released: dict) -> None:
     repo, env = released["repo"], released["env"]
-    out = run(["dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs"], repo, env)
-    assert "Running stage 'train'" in out and "Running stage 'synth'" not in out
+    out = run(["dvc", "exp", "run", "-S", "fingerprint.train.epochs=3", "-n", "three-epochs"], repo, env)
+    assert "Running stage 'fingerprint-train'" in out and "Running stage 'synth'" not in out
+    assert "Running stage 'works-train'" not in out  # the other family is untouched
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env, stdout_only=True))
     text = json.dumps(shown)
     assert "three-epochs" in text and "main" in text and "epochs_run" in text
     runs = _runs_by_exp(repo)["three-epochs"]
-    train = next(r for r in runs if r.data.tags["musicid.stage"] == "train")
+    train = next(r for r in runs if r.data.tags["musicid.stage"] == "fingerprint-train")
     assert train.data.params["train.epochs"] == "3"
-    assert {r.data.tags["musicid.stage"] for r in runs} == {"train", "evaluate", "report"}
+    assert {r.data.tags["musicid.stage"] for r in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report"}
     run(["git", "checkout", "-q", "--", "params.yaml"], repo, env)  # leave the workspace at the baseline
 
 
 def test_queued_experiments_land_in_the_repository_db(released: dict) -> None:
     repo, env = released["repo"], released["env"]
-    run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.002,0.003"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "-S", "fingerprint.train.lr=0.002,0.003"], repo, env)
     run(["dvc", "queue", "start"], repo, env)
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
@@ -91,7 +98,7 @@ def test_queued_experiments_land_in_the_repository_db(released: dict) -> None:
     assert status.count("Success") == 2, status
     runs = _runs_by_exp(repo)
     queued = {name: found for name, found in runs.items() if name and name != "three-epochs"}
-    lrs = {next(r for r in found if r.data.tags["musicid.stage"] == "train").data.params["train.lr"]
+    lrs = {next(r for r in found if r.data.tags["musicid.stage"] == "fingerprint-train").data.params["train.lr"]
            for found in queued.values()}
     assert len(queued) == 2 and lrs == {"0.002", "0.003"}
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing went to a throwaway DB

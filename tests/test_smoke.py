@@ -25,13 +25,13 @@ def test_smoke_runs_check_to_report_and_prints_the_report_paths(audio_folder: Pa
     assert summary["splits"]["test"] == 2 and summary["queries"] > 0 and 0 <= summary["main_top1"] <= 1
     for path in summary["reports"].values():
         assert Path(path).is_file(), path
-    assert json.loads((out / "data/index/meta.json").read_text())["n_refs"] == 6
+    assert json.loads((out / "data/index/fingerprint/meta.json").read_text())["n_refs"] == 6
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     assert client.get_model_version_by_alias("musicid-fingerprinter-smoke", "candidate")
-    assert client.get_experiment_by_name("musicid-smoke") is not None
+    assert client.get_experiment_by_name("musicid-smoke-fingerprint") is not None
 
 
 def test_smoke_refuses_a_source_that_is_not_ready(tmp_path: Path, mlflow_db: Path) -> None:

@@ -14,6 +14,7 @@ import soundfile as sf
 
 from musicid.config import SynthConfig
 from musicid.data import synth
+from musicid.data.synth import compose
 
 
 def tiny(**overrides: object) -> SynthConfig:
@@ -126,7 +127,7 @@ def test_composition_is_diatonic_and_repeats_sections():
     assert work.parts == again.parts and work.structure == again.structure
     assert len(work.structure) > len(set(work.structure))  # e.g. the chorus comes back
     assert {"intro", "verse", "chorus", "outro"} <= set(work.structure)
-    allowed = set(synth.SCALES[work.mode]) | ({11} if work.mode == "minor" else set())
+    allowed = set(compose.SCALES[work.mode]) | ({11} if work.mode == "minor" else set())
     for part in work.parts.values():
         assert {t % 12 for c in part.chords for t in c.tones} <= allowed
         assert {n.pitch % 12 for n in part.melody} <= allowed
@@ -174,10 +175,10 @@ def test_audio_sounds_like_music(work_index, version_index):
     # harmony: pitch classes follow the scale of the key the metadata claims (after transposing)
     chroma = librosa.feature.chroma_stft(y=mono, sr=sr, n_fft=8192, hop_length=2048, tuning=0.0).mean(axis=1)
     name, mode = meta["key"].split()
-    tonic = synth.NOTE_NAMES.index(name)
+    tonic = compose.NOTE_NAMES.index(name)
     scores = []
     for root in range(12):
         template = np.zeros(12)
-        template[[(root + step) % 12 for step in synth.SCALES[mode]]] = 1.0
+        template[[(root + step) % 12 for step in compose.SCALES[mode]]] = 1.0
         scores.append(np.corrcoef(template, chroma)[0, 1])
     assert scores[tonic] > 0.4 and scores[tonic] >= max(scores) - 0.1

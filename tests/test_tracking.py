@@ -20,6 +20,7 @@ from musicid.index import build_index, index_refs_from_folder
 from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec
 from musicid.families.fingerprint.io import load_model, save_model
 from musicid.tracking import TrackingError, check_gates, fetch, list_versions, promote, register_bundle, stage_run
+from musicid.families.fingerprint import pyfunc_entry
 from musicid.tracking.pyfunc_io import encode_audio
 from musicid.tracking.runs import (
     TAG_DATA_VERSION, TAG_DVC_EXP, TAG_GIT_REV, TAG_SIGNATURE, TAG_STAGE, project_root, sqlite_path, tracking_uri,
@@ -51,7 +52,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _register(bundles: dict[str, Path], which: str, metrics: dict[str, float], cfg: RegistryConfig | None = None) -> str:
     with stage_run("report", TrackingConfig(system_metrics=False), {"registry": {}}):
         version, _ = register_bundle(bundles[f"model_{which}"], bundles[f"index_{which}"], metrics, cfg or RegistryConfig(),
-                                     IdentifyConfig(), {"musicid.stage": "report"})
+                                     {"identify": IdentifyConfig().model_dump()}, {"musicid.stage": "report"},
+                                     pyfunc_entry.__file__, IdentifyConfig().top)
     return version
 
 
@@ -80,18 +82,21 @@ def test_stage_run_records_params_metrics_tags_and_nesting(mlflow_db: Path, tmp_
     work = tmp_path / "work"
     work.mkdir()
     (work / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  shards:\n    cmd: x\n    outs:\n    - path: data/shards\n      md5: abc123.dir\n"
+        "schema: '2.0'\nstages:\n  fingerprint-shards:\n    cmd: x\n    outs:\n    - path: data/shards/fingerprint\n"
+        "      md5: abc123.dir\n"
     )
     monkeypatch.chdir(work)
     monkeypatch.setenv("DVC_EXP_NAME", "brave-lark")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
     cfg = TrackingConfig(experiment="unit", system_metrics=False)
-    with stage_run("train", cfg, {"train": {"lr": 0.003, "noise_kinds": ["pink", "hum"]}}) as run:
+    with stage_run("fingerprint-train", cfg, {"train": {"lr": 0.003, "noise_kinds": ["pink", "hum"]}},
+                   family="fingerprint") as run:
         for epoch in (1, 2):
             run.log_metrics({"val_top1": 0.1 * epoch}, step=epoch)
         run.set_tags({TAG_SIGNATURE: "sig1"})
         train_id = run.run_id
-    with stage_run("evaluate", cfg, {"evaluate": {"seed": 0}}, signature="sig1", parent_stage="train") as run:
+    with stage_run("fingerprint-evaluate", cfg, {"evaluate": {"seed": 0}}, signature="sig1",
+                   parent_stage="fingerprint-train", family="fingerprint") as run:
         run.log_metrics({"main_top1_3s": 0.9})
         (tmp_path / "m.json").write_text("{}")
         run.log_artifact(tmp_path / "m.json", "reports/eval")
@@ -102,7 +107,9 @@ def test_stage_run_records_params_metrics_tags_and_nesting(mlflow_db: Path, tmp_
     assert train.data.params == {"train.lr": "0.003", "train.noise_kinds": "pink,hum"}
     assert [m.value for m in client.get_metric_history(train_id, "val_top1")] == pytest.approx([0.1, 0.2])
     assert [m.step for m in client.get_metric_history(train_id, "val_top1")] == [1, 2]
-    assert train.data.tags[TAG_STAGE] == "train" and train.data.tags[TAG_DVC_EXP] == "brave-lark"
+    assert train.data.tags[TAG_STAGE] == "fingerprint-train" and train.data.tags[TAG_DVC_EXP] == "brave-lark"
+    assert train.data.tags["musicid.family"] == "fingerprint"
+    assert client.get_experiment(train.info.experiment_id).name == "unit-fingerprint"
     assert train.data.tags[TAG_GIT_REV] == "f" * 40 and train.data.tags[TAG_DATA_VERSION] == "abc123.dir"
     assert evaluate.data.tags["mlflow.parentRunId"] == train_id and evaluate.data.metrics["main_top1_3s"] == 0.9
     assert [a.path for a in client.list_artifacts(eval_id, "reports/eval")] == ["reports/eval/m.json"]
@@ -295,8 +302,8 @@ def test_mlflow_models_serve_answers_base64_audio(mlflow_db: Path, bundles: dict
 def test_registry_register_cli_registers_the_workspace_model(mlflow_db: Path, bundles: dict[str, Path], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "ws"
-    shutil.copytree(bundles["model_a"], work / "models/fingerprinter")
-    shutil.copytree(bundles["index_a"], work / "data/index")
+    shutil.copytree(bundles["model_a"], work / "models/fingerprint")
+    shutil.copytree(bundles["index_a"], work / "data/index/fingerprint")
     cell = {"top1": 0.96, "top5": 1.0, "n": 4}
     evaluation = {
         "queries": 8, "errors": 0, "offset_accuracy": 1.0, "latency_ms": {"p50": 5.0, "p95": 9.0},
@@ -304,17 +311,17 @@ def test_registry_register_cli_registers_the_workspace_model(mlflow_db: Path, bu
         "by_condition": {"noise": {"3s": cell, "10s": cell}},
         "model_signature": "someone-else",
     }
-    (work / "reports/eval").mkdir(parents=True)
-    (work / "reports/eval/metrics.json").write_text(json.dumps(evaluation))
+    (work / "reports/fingerprint/eval").mkdir(parents=True)
+    (work / "reports/fingerprint/eval/metrics.json").write_text(json.dumps(evaluation))
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", work / "params.yaml")
     monkeypatch.chdir(work)
     stale = CliRunner().invoke(main, ["registry", "register"])
-    assert stale.exit_code == 2 and "run `dvc repro evaluate` first" in stale.output
+    assert stale.exit_code == 2 and "run `dvc repro fingerprint-evaluate` first" in stale.output
     evaluation["model_signature"] = load_model(bundles["model_a"], "cpu").signature
-    (work / "reports/eval/metrics.json").write_text(json.dumps(evaluation))
+    (work / "reports/fingerprint/eval/metrics.json").write_text(json.dumps(evaluation))
     done = CliRunner().invoke(main, ["registry", "register"])
     assert done.exit_code == 0, done.output
     assert "version 1 registered, alias @candidate → 1" in done.output
     (version,) = list_versions("musicid-fingerprinter")
     assert version.metrics["main_top1_3s"] == 0.96 and version.metrics["noise_top1_10s"] == 0.96
-    assert MlflowClient().get_run(version.run_id).data.tags["musicid.stage"] == "register"
+    assert MlflowClient().get_run(version.run_id).data.tags["musicid.stage"] == "fingerprint-register"

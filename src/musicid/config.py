@@ -172,17 +172,22 @@ class TrainConfig(Section):
         return self
 
 
-class IndexConfig(Section):
-    """Reference embeddings every `hop_s` in a FAISS index (exact by default)."""
+class VectorIndexConfig(Section):
+    """A FAISS index of reference vectors (exact by default); any family's."""
 
-    hop_s: float = Field(0.5, gt=0)
     kind: Literal["flat", "ivf_flat", "ivf_pq"] = "flat"
     nlist: int = Field(256, ge=1)
     nprobe: int = Field(16, ge=1)
     pq_m: int = Field(16, ge=1)
+    device: Device = "auto"
+
+
+class IndexConfig(VectorIndexConfig):
+    """Reference segment embeddings every `hop_s` in a FAISS index, embedded resumably."""
+
+    hop_s: float = Field(0.5, gt=0)
     checkpoint_every_refs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
-    device: Device = "auto"
 
 
 class IdentifyConfig(Section):
@@ -384,7 +389,7 @@ class WorksParams(Section):
     model: WorksModelConfig = Field(default_factory=WorksModelConfig)
     train: WorksTrainConfig = Field(default_factory=WorksTrainConfig)
     evaluate: WorksEvaluateConfig = Field(default_factory=WorksEvaluateConfig)
-    index: IndexConfig = Field(default_factory=IndexConfig)
+    index: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
     identify: WorksIdentifyConfig = Field(default_factory=WorksIdentifyConfig)
     registry: RegistryConfig = Field(default_factory=_works_registry)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 
 class ConstantQ(nn.Module):
-    """(batch, samples) → (batch, n_bins, frames) log-compressed CQT magnitude, frames centred on k·hop."""
+    """(batch, samples) → (batch, n_bins, (samples - 1) // hop + 1) log-compressed CQT magnitude, frames centred on k·hop."""
 
     def __init__(self, sample_rate: int, hop_length: int, fmin: float, n_bins: int, bins_per_octave: int) -> None:
         super().__init__()
@@ -39,7 +39,7 @@ class ConstantQ(nn.Module):
         self.n_bins, self.width = n_bins, width
 
     def frames(self, samples: int) -> int:
-        return samples // self.hop_length + 1
+        return (samples - 1) // self.hop_length + 1
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         pad = self.width // 2

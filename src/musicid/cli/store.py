@@ -12,17 +12,24 @@ from musicid.cli.base import (
 
 @main.group()
 def store() -> None:
-    """Look into Zarr window stores written by the shards stage."""
+    """Look into Zarr stores: window stores (fingerprint-shards) and ragged feature stores (works-features)."""
 
 
 @store.command("info")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @JSON_OPTION
 def store_info(path: str, as_json: bool) -> None:
-    """Rows, window size, dtype, compressor, files and bytes of a store."""
-    from musicid.store import store_summary
+    """Rows (or items and frames), widths, dtype, compressor, files and bytes of a store."""
+    import zarr
 
-    summary = store_summary(path)
+    from musicid.store import store_summary
+    from musicid.store.ragged import RaggedStore
+
+    try:
+        ragged = "ragged_format_version" in zarr.open_group(path, mode="r").attrs
+    except Exception:  # not a Zarr group at all: store_summary names the problem
+        ragged = False
+    summary = RaggedStore(path).summary() | {"path": path} if ragged else store_summary(path)
     if as_json:
         _emit_json(summary)
     else:

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from musicid.audio import DecodeError, decode, list_files, to_model_rate
-from musicid.config import IndexConfig
+from musicid.config import IndexConfig, VectorIndexConfig
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, write_json
 
@@ -258,7 +258,7 @@ def _iter_parts(partial: Path, parts: list[str]):
 
 
 def _make_faiss_index(
-    cfg: IndexConfig, dim: int, n_vectors: int, sample: np.ndarray | None
+    cfg: VectorIndexConfig, dim: int, n_vectors: int, sample: np.ndarray | None
 ) -> tuple[faiss.Index, dict[str, Any]]:
     """An empty (trained) index of `cfg.kind` and what was actually used (nlist, pq bits)."""
     if cfg.kind == "flat":
@@ -368,7 +368,7 @@ def build_index(
 
 
 def write_vector_index(
-    out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], meta: dict[str, Any], cfg: IndexConfig,
+    out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], meta: dict[str, Any], cfg: VectorIndexConfig,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One vector per reference (a family that embeds whole recordings) → an index folder; its meta.

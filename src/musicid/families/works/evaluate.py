@@ -162,3 +162,38 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     began = time.perf_counter()
     value = fn()
     return value, (time.perf_counter() - began) * 1000
+
+
+def evaluate_collection(loaded: Any, tracks: list[dict[str, str]], max_duration_s: float = 300.0,
+                        progress: bool = True) -> dict[str, Any]:
+    """All-vs-all ranking metrics over a folder of performances (self-matches skipped), with timings.
+
+    Every performance is both a query and a reference. seconds_per_query = embedding the query
+    (decode + CQT + network) + ranking it against every reference embedding.
+    """
+    from tqdm import tqdm
+
+    from musicid.audio import DecodeError
+    from musicid.errors import MusicidError
+
+    vectors, kept, skipped, embed_s = [], [], [], []
+    for track in tqdm(tracks, desc="works: embed", unit="track", disable=not progress):
+        began = time.perf_counter()
+        try:
+            vectors.append(loaded.embed_path(track["path"], max_duration_s))
+        except (DecodeError, MusicidError) as exc:
+            skipped.append({"track_id": track["track_id"], "reason": str(exc)})
+            continue
+        embed_s.append(time.perf_counter() - began)
+        kept.append(track)
+    if not kept:
+        return {"queries": 0, "skipped": skipped, "mAP": None}
+    matrix = np.stack(vectors)
+    began = time.perf_counter()
+    distances = 1.0 - matrix @ matrix.T
+    rank_s = (time.perf_counter() - began) / len(kept)
+    ids, works = [t["track_id"] for t in kept], [t["work_id"] for t in kept]
+    metrics = ranking_metrics(distances, works, works, ids, ids)
+    metrics.pop("ap"), metrics.pop("rank1")
+    return metrics | {"performances": len(kept), "works": len(set(works)), "skipped_tracks": skipped,
+                      "seconds_per_query": float(np.mean(embed_s)) + rank_s, "embed_seconds_mean": float(np.mean(embed_s))}

@@ -59,7 +59,7 @@ class CQTExtractor:
         return spec.T.float().cpu().numpy()
 
     def frames_for(self, seconds: float) -> int:
-        return int(seconds * self.cfg.sample_rate) // self.cfg.hop_samples + 1
+        return self.cqt.frames(int(seconds * self.cfg.sample_rate))
 
 
 def _decode_job(args: tuple[str, WorksFeaturesConfig]) -> tuple[np.ndarray | None, str]:
@@ -135,7 +135,7 @@ def build_feature_stores(roles: dict[str, list[dict[str, Any]]], audio_root: str
     with atomic_dir(out_dir) as staging:
         stores = {}
         for split in ("train", "val", "test"):
-            tracks = [t for role, members in roles.items() if ROLE_SPLIT[role] == split for t in members]
+            tracks = [{**t, "role": role} for role, members in roles.items() if ROLE_SPLIT[role] == split for t in members]
             tracks.sort(key=lambda t: t["track_id"])
             speeds = list(cfg.train_speeds) if split == "train" else [1.0]
             write_ragged_store(

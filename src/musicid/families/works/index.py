@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from musicid.config import IndexConfig
+from musicid.config import VectorIndexConfig
 from musicid.errors import MusicidError
 from musicid.fsutil import read_json
 from musicid.index import IndexSignatureError, load_index, write_vector_index
@@ -41,7 +41,7 @@ def centroids(vectors: np.ndarray, works: list[str]) -> tuple[list[str], np.ndar
 
 
 def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], signature: str,
-                      sample_rate: int, cfg: IndexConfig) -> dict[str, Any]:
+                      sample_rate: int, cfg: VectorIndexConfig) -> dict[str, Any]:
     """refs: [{"ref", "work_id", "content_hash", "duration_s"}] aligned with vectors."""
     names, means = centroids(vectors, [r["work_id"] for r in refs])
     import io
@@ -79,7 +79,7 @@ def content_hash(path: str | Path) -> str:
 
 
 def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, items: list[dict[str, str]],
-                     cfg: IndexConfig, max_duration_s: float = 300.0) -> dict[str, Any]:
+                     cfg: VectorIndexConfig, max_duration_s: float = 300.0) -> dict[str, Any]:
     """Extend a works index with `items` [{"path", "work_id", "track_id"}] into out_dir; a report."""
     from musicid.audio import DecodeError
 

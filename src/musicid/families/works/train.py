@@ -22,7 +22,7 @@ from musicid.config import WorksEvaluateConfig, WorksModelConfig, WorksTrainConf
 from musicid.device import resolve_device
 from musicid.errors import MusicidError
 from musicid.families.works.augment import random_erase, roll_pitch
-from musicid.families.works.evaluate import Performances, embed_frames, evaluate_testsets
+from musicid.families.works.evaluate import TESTSETS, Performances, embed_frames, evaluate_testsets
 from musicid.families.works.io import save_model
 from musicid.families.works.losses import CenterLoss, batch_hard_triplet, focal_loss
 from musicid.families.works.model import WorkEncoder, WorkSpec
@@ -177,7 +177,9 @@ def train_works(
 
     def validate(epoch: int) -> dict[str, float]:
         wanted = set(val_names) | (set(eval_cfg.testsets) if epoch % cfg.eval_every == 0 or epoch == cfg.epochs else set())
-        embeddings = embed_frames(model, perf.frames, device, spec.min_frames)
+        needed = perf.select(tuple({role for name in wanted for side in TESTSETS[name] for role in side}))
+        embeddings = np.zeros((len(perf.frames), spec.embedding_dim), dtype=np.float32)  # only what is scored
+        embeddings[needed] = embed_frames(model, [perf.frames[i] for i in needed], device, spec.min_frames)
         results = evaluate_testsets(sorted(wanted), perf, embeddings)
         row = {"val_mAP": float(results[val_names[0]]["mAP"])}
         row |= {f"mAP_{name}": float(m["mAP"]) for name, m in results.items() if m.get("mAP") is not None}

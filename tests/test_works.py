@@ -31,7 +31,8 @@ from musicid.families.works.split import assign_roles, find_leaks
 from musicid.families.works.train import train_works
 from musicid.store.ragged import RaggedStore, write_ragged_store
 
-FEATURES = WorksFeaturesConfig(train_speeds=[1.0, 1.1], chunk_mb=0.05, shard_mb=0.2)
+FEATURES = WorksFeaturesConfig(train_speeds=[1.0, 1.1], chunk_mb=0.05, shard_mb=0.2, extra_synthetic_works=2,
+                                extra_synthetic_versions=2, extra_synthetic_duration_s=[3.0, 4.0])
 MODEL = WorksModelConfig(embedding_dim=16, dim=32, conformer_layers=1, conformer_heads=2, conformer_ffn=32,
                          conformer_kernel=7, cqtnet_channels=[8, 16])
 TRAIN = WorksTrainConfig(epochs=3, steps_per_epoch=2, works_per_batch=3, per_work=2, chunk_frames=[50, 75], eval_every=1,
@@ -177,6 +178,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
                          root / "ckpt", progress=False)
     loaded = load_model(root / "model", "cpu")
     perf = Performances.from_stores([RaggedStore(root / "shards" / f"{s}.zarr") for s in ("train", "val", "test")])
+    perf = perf.without_roles(("train_synthetic",))
     vectors = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
     hashes = {t["track_id"]: t["content_hash"] for t in tracks}
     write_works_index(root / "index", vectors, [{"ref": t, "work_id": w, "content_hash": hashes[t], "duration_s": 6.0}
@@ -194,7 +196,11 @@ def test_feature_stores_hold_speed_copies_for_train_only(bundle: dict) -> None:
     shards = bundle["root"] / "shards"
     stores = {s: RaggedStore(shards / f"{s}.zarr") for s in ("train", "val", "test")}
     assert bundle["summary"]["leakage"]["ok"]
-    assert set(stores["train"].column("speed")) == {1.0, 1.1} and len(stores["train"]) == 2 * len(bundle["roles"]["train"])
+    roles = stores["train"].column("role")
+    assert roles.count("train") == 2 * len(bundle["roles"]["train"]) and roles.count("train_synthetic") == 4
+    assert set(stores["train"].column("speed")) == {1.0, 1.1}
+    assert {w for w, r in zip(stores["train"].column("work_id"), roles) if r == "train_synthetic"} == {
+        "synthetic-1000000", "synthetic-1000001"}  # generator works, training only
     assert set(stores["val"].column("speed")) == set(stores["test"].column("speed")) == {1.0}
     # a 1.1× copy is ~10 % shorter
     speeds, lengths = stores["train"].column("speed"), [stores["train"].length(i) for i in range(len(stores["train"]))]

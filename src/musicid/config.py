@@ -283,6 +283,12 @@ class WorksFeaturesConfig(Section):
     hop_s: float = Field(0.04, gt=0)
     max_duration_s: float = Field(300.0, gt=0)  # longer performances are cut (memory bound)
     train_speeds: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], min_length=1)  # train split only
+    # extra training works rendered by the embedded generator (never indexed or evaluated): a work
+    # identifier needs many works to generalise, far more than a small catalog holds
+    extra_synthetic_works: int = Field(150, ge=0)
+    extra_synthetic_versions: int = Field(3, ge=2, le=26)
+    extra_synthetic_seed: int = 777
+    extra_synthetic_duration_s: list[float] = Field(default_factory=lambda: [20.0, 30.0], min_length=2, max_length=2)
     dtype: Literal["float16", "float32"] = "float16"
     compressor: Literal["none", "zstd", "blosc"] = "zstd"
     level: int = Field(3, ge=0, le=22)
@@ -309,14 +315,15 @@ class WorksModelConfig(Section):
     """CQT → backbone → attention pooling → L2-normalised embedding (+ a classifier for training)."""
 
     backbone: Literal["conformer", "cqtnet"] = "conformer"
-    embedding_dim: int = Field(128, ge=8)
-    dim: int = Field(128, ge=16)  # conformer width / cqtnet final channels
+    embedding_dim: int = Field(64, ge=8)
+    dim: int = Field(64, ge=16)  # conformer width / cqtnet final channels
     conformer_layers: int = Field(2, ge=1)
     conformer_heads: int = Field(4, ge=1)
-    conformer_ffn: int = Field(256, ge=16)
+    conformer_ffn: int = Field(128, ge=16)
     conformer_kernel: int = Field(15, ge=3)
     cqtnet_channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    key_normalize: bool = True  # rotate each input so its strongest pitch class comes first (transposition invariance)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "WorksModelConfig":
@@ -333,10 +340,10 @@ class WorksTrainConfig(Section):
     seed: int = 0
     device: Device = "auto"
     epochs: int = Field(12, ge=1)
-    steps_per_epoch: int = Field(20, ge=1)
-    works_per_batch: int = Field(16, ge=2)  # m-per-class sampler: classes per batch
+    steps_per_epoch: int = Field(25, ge=1)
+    works_per_batch: int = Field(12, ge=2)  # m-per-class sampler: classes per batch
     per_work: int = Field(2, ge=2)  # ... and chunks of each
-    chunk_frames: list[int] = Field(default_factory=lambda: [200, 300], min_length=1)  # 8 s, 12 s at hop 0.04 s
+    chunk_frames: list[int] = Field(default_factory=lambda: [250, 350], min_length=1)  # 10 s, 14 s at hop 0.04 s
     # chunk lengths in frames: the seconds follow from works.features.hop_s (the model card and the
     # minimum query length state them)
     lr: float = Field(2e-3, gt=0)
@@ -353,8 +360,8 @@ class WorksTrainConfig(Section):
     roll_prob: float = Field(0.8, ge=0, le=1)  # pitch roll (key change) of the CQT
     roll_method: Literal["default", "low_melody", "flex_melody"] = "default"
     max_roll_bins: int = Field(12, ge=0)
-    patience: int = Field(4, ge=1)  # epochs without a val mAP gain before stopping
-    eval_every: int = Field(2, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
+    patience: int = Field(6, ge=1)  # epochs without a val mAP gain before stopping
+    eval_every: int = Field(4, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
 
 
 class WorksEvaluateConfig(Section):

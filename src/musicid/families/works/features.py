@@ -5,11 +5,15 @@ A performance is decoded, mixed to mono, resampled to `features.sample_rate` and
 performance's loudest bin is 1) is stored frame by frame. Speed-augmented copies (resampled, so
 tempo and key move together, like a tape at another speed) are made for the **train split only**,
 after splitting: no copy of a validation or test performance exists anywhere, and
-`check_store_leakage` proves it on the stores themselves.
+`check_store_leakage` proves it on the stores themselves. The train store can also hold extra
+works rendered by the embedded generator (`extra_synthetic_works`, role `train_synthetic`): more
+works to learn from, never indexed and never among the references of an evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -102,6 +106,39 @@ def _items(tracks: list[dict[str, Any]], audio_root: Path, cfg: WorksFeaturesCon
             }
 
 
+SYNTHETIC_ROLE = "train_synthetic"
+SYNTHETIC_FIRST_WORK = 1_000_000  # generator work indices far above any archive's, so compositions never repeat
+
+
+def _synthetic_job(args: tuple[int, int, WorksFeaturesConfig]) -> tuple[int, int, np.ndarray]:
+    from musicid.config import SynthConfig
+    from musicid.data.synth import render_track
+
+    work, version, cfg = args
+    lo, hi = cfg.extra_synthetic_duration_s
+    synth = SynthConfig(seed=cfg.extra_synthetic_seed, min_duration_s=lo, max_duration_s=hi)
+    audio, rate, _ = render_track(work, version, synth)
+    return work, version, to_model_rate(audio, rate, cfg.sample_rate)
+
+
+def synthetic_items(cfg: WorksFeaturesConfig, workers: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Training-only works rendered by the embedded generator: role train_synthetic, never indexed or scored."""
+    extract = CQTExtractor(cfg)
+    jobs = [(SYNTHETIC_FIRST_WORK + w, v, cfg) for w in range(cfg.extra_synthetic_works)
+            for v in range(cfg.extra_synthetic_versions)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            results = stack.enter_context(process_pool(workers)).map(_synthetic_job, jobs, chunksize=4)
+        else:
+            results = map(_synthetic_job, jobs)
+        for work, version, signal in tqdm(results, total=len(jobs), desc="works-features: extra synthetic works",
+                                          unit="track"):
+            yield extract(signal).astype(cfg.dtype), {
+                "track_id": f"synthetic-{work}-v{version}", "work_id": f"synthetic-{work}", "role": SYNTHETIC_ROLE,
+                "speed": 1.0, "content_hash": f"synthetic:{cfg.extra_synthetic_seed}:{work}:{version}",
+            }
+
+
 def check_store_leakage(stores: dict[str, RaggedStore]) -> dict[str, Any]:
     """Prove on the stores that evaluation never meets training audio; raise LeakageError otherwise."""
     problems = []
@@ -138,9 +175,11 @@ def build_feature_stores(roles: dict[str, list[dict[str, Any]]], audio_root: str
             tracks = [{**t, "role": role} for role, members in roles.items() if ROLE_SPLIT[role] == split for t in members]
             tracks.sort(key=lambda t: t["track_id"])
             speeds = list(cfg.train_speeds) if split == "train" else [1.0]
+            items = _items(tracks, audio_root, cfg, speeds, workers, f"works-features: {split}", summary["skipped"])
+            if split == "train" and cfg.extra_synthetic_works:
+                items = itertools.chain(items, synthetic_items(cfg, workers))
             write_ragged_store(
-                staging / f"{split}.zarr", _items(tracks, audio_root, cfg, speeds, workers, f"works-features: {split}",
-                                                  summary["skipped"]),
+                staging / f"{split}.zarr", items,
                 cfg.n_bins, dtype=cfg.dtype, compressor=cfg.compressor, level=cfg.level, chunk_mb=cfg.chunk_mb,
                 shard_mb=cfg.shard_mb, attrs={"split": split, "features": cfg.model_dump(mode="json")},
             )

@@ -5,7 +5,8 @@ Two backbones, chosen by `works.model.backbone`, so architectures can be compare
   `torchaudio.models.Conformer` encoder;
 - `cqtnet` (CQTNet style): a stack of 2-D convolutions with max pooling, frequency pooled away at
   the end (which makes it nearly transposition invariant by construction).
-Both end in attention pooling over time (padding masked), a linear projection and L2
+With `key_normalize` (default) the CQT is first rotated so its strongest pitch class comes first,
+which makes the embedding invariant to transposition by construction. Both end in attention pooling over time (padding masked), a linear projection and L2
 normalisation; a linear classifier over the training works drives the focal loss.
 """
 
@@ -39,6 +40,7 @@ class WorkSpec:
     dropout: float = 0.1
     n_classes: int = 2
     min_frames: int = 200  # the shortest training chunk: shorter queries are refused
+    key_normalize: bool = True  # rotate the CQT so the strongest pitch class lands on bin 0 (transposition invariance)
 
     @property
     def min_seconds(self) -> float:
@@ -120,6 +122,22 @@ class CQTNetBackbone(nn.Module):
         return self.project(h), lengths
 
 
+def normalize_key(x: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """(B, T, F) CQT rotated along frequency so each item's strongest pitch class comes first.
+
+    Versions of a work in other keys have pitch-class profiles that are rotations of each other,
+    so after this they line up (exactly for a transposition by whole bins); the network no longer
+    has to learn transposition invariance from a few examples. Non-learned, part of the model.
+    """
+    b, t, f = x.shape
+    per_class = bins_per_octave // 12 if bins_per_octave % 12 == 0 else 1
+    octaves = f // bins_per_octave
+    folded = x[:, :, : octaves * bins_per_octave].reshape(b, t, octaves, 12, per_class).sum(dim=(1, 2, 4))
+    shift = folded.argmax(dim=1) * per_class  # (B,) bins to rotate down
+    index = (torch.arange(f, device=x.device)[None, :] + shift[:, None]) % f
+    return torch.gather(x, 2, index[:, None, :].expand(b, t, f))
+
+
 class WorkEncoder(nn.Module):
     """(batch, frames, n_bins) CQT → (batch, embedding_dim) unit vectors; `logits` for training."""
 
@@ -132,6 +150,8 @@ class WorkEncoder(nn.Module):
         self.classifier = nn.Linear(spec.embedding_dim, spec.n_classes, bias=False)
 
     def embed_raw(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.spec.key_normalize:
+            x = normalize_key(x, self.spec.bins_per_octave)
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
         h, lengths = self.backbone(x, lengths)

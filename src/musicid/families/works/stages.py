@@ -75,12 +75,15 @@ def index(params: Params, workers: int | None = None) -> None:
     from musicid.families.works.index import write_works_index
     from musicid.families.works.io import load_model
 
+    from musicid.families.works.features import SYNTHETIC_ROLE
+
     loaded = load_model(MODEL, params.works.index.device)
     perf = _performances()
     catalog = {t["track_id"]: t for t in read_json(CATALOG)["tracks"]}
-    vectors = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
-    refs = [{"ref": tid, "work_id": work, "content_hash": catalog[tid]["content_hash"],
-             "duration_s": catalog[tid]["duration_s"]} for tid, work in zip(perf.track_ids, perf.work_ids)]
+    kept = [i for i, role in enumerate(perf.roles) if role != SYNTHETIC_ROLE]  # the catalog's performances only
+    vectors = embed_frames(loaded.model, [perf.frames[i] for i in kept], loaded.device, loaded.spec.min_frames)
+    refs = [{"ref": perf.track_ids[i], "work_id": perf.work_ids[i], "content_hash": catalog[perf.track_ids[i]]["content_hash"],
+             "duration_s": catalog[perf.track_ids[i]]["duration_s"]} for i in kept]
     meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index)
     print(f"works-index: {meta['n_refs']} performances of {meta['works']} works ({meta['kind']}) → {INDEX}")
 
@@ -95,7 +98,7 @@ def evaluate(params: Params, workers: int | None = None) -> None:
 
     cfg = params.works
     loaded = load_model(MODEL, cfg.index.device)
-    perf = _performances()
+    perf = _performances().without_roles(("train_synthetic",))
     embeddings = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
     identifier = WorkIdentifier(loaded, INDEX, cfg.identify)
     latency = []

@@ -44,6 +44,7 @@ def spec_from_config(cfg: WorksModelConfig, features: dict[str, Any], n_classes:
         backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, dim=cfg.dim, conformer_layers=cfg.conformer_layers,
         conformer_heads=cfg.conformer_heads, conformer_ffn=cfg.conformer_ffn, conformer_kernel=cfg.conformer_kernel,
         cqtnet_channels=tuple(cfg.cqtnet_channels), dropout=cfg.dropout, n_classes=n_classes, min_frames=min_frames,
+        key_normalize=cfg.key_normalize,
     )
 
 

@@ -258,7 +258,7 @@ class WorksSplitConfig(Section):
     """CoverHunterMPS's four knobs: unseen works for val/test, held-out performances of seen works."""
 
     seed: int = 0
-    val_unseen_works: float = Field(0.1, ge=0, lt=1)  # share of works kept out of training, for validation
+    val_unseen_works: float = Field(0.15, ge=0, lt=1)  # share of works kept out of training, for validation
     test_unseen_works: float = Field(0.2, ge=0, lt=1)  # share of works kept out of training, for testing
     val_seen_performances: float = Field(0.1, ge=0, lt=1)  # share of a seen work's performances held out for val
     test_seen_performances: float = Field(0.1, ge=0, lt=1)  # ... and for test
@@ -339,11 +339,11 @@ class WorksTrainConfig(Section):
 
     seed: int = 0
     device: Device = "auto"
-    epochs: int = Field(12, ge=1)
-    steps_per_epoch: int = Field(25, ge=1)
-    works_per_batch: int = Field(12, ge=2)  # m-per-class sampler: classes per batch
+    epochs: int = Field(20, ge=1)
+    steps_per_epoch: int = Field(30, ge=1)
+    works_per_batch: int = Field(16, ge=2)  # m-per-class sampler: classes per batch
     per_work: int = Field(2, ge=2)  # ... and chunks of each
-    chunk_frames: list[int] = Field(default_factory=lambda: [250, 350], min_length=1)  # 10 s, 14 s at hop 0.04 s
+    chunk_frames: list[int] = Field(default_factory=lambda: [300, 400], min_length=1)  # 12 s, 16 s at hop 0.04 s
     # chunk lengths in frames: the seconds follow from works.features.hop_s (the model card and the
     # minimum query length state them)
     lr: float = Field(2e-3, gt=0)
@@ -360,8 +360,8 @@ class WorksTrainConfig(Section):
     roll_prob: float = Field(0.8, ge=0, le=1)  # pitch roll (key change) of the CQT
     roll_method: Literal["default", "low_melody", "flex_melody"] = "default"
     max_roll_bins: int = Field(12, ge=0)
-    patience: int = Field(6, ge=1)  # epochs without a val mAP gain before stopping
-    eval_every: int = Field(4, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
+    patience: int = Field(10, ge=1)  # epochs without a val mAP gain before stopping
+    eval_every: int = Field(5, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
 
 
 class WorksEvaluateConfig(Section):

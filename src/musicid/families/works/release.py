@@ -52,7 +52,7 @@ def model_card(params: Params, model: dict[str, Any], train: dict[str, Any], eva
         *metrics_table(evaluation),
         "",
         f"Best epoch {train['best_epoch']} of {train['epochs_run']} by validation mAP "
-        f"({train['validated_on']}: {train['val_mAP']:.3f}). Query latency (embed + search, CPU) p50 "
+        f"({train['validated_on']}: {train['val_mAP']:.3f}). Query latency (decode + CQT + embed + search of a whole performance, CPU) p50 "
         f"{evaluation['latency_ms']['p50']:.0f} ms / p95 {evaluation['latency_ms']['p95']:.0f} ms.",
         "",
         "## Index",
@@ -80,7 +80,7 @@ def benchmark_report(params: Params, model: dict[str, Any], evaluation: dict[str
         "",
         "| what | figure |",
         "|---|---|",
-        f"| query latency p50 / p95 (embed whole performance + search, CPU) | {evaluation['latency_ms']['p50']:.1f} / "
+        f"| query latency p50 / p95 (decode + CQT + embed + search of a whole performance, CPU) | {evaluation['latency_ms']['p50']:.1f} / "
         f"{evaluation['latency_ms']['p95']:.1f} ms ({evaluation['latency_ms']['queries']} queries) |",
         f"| peak memory of the evaluating process | {resources['peak_memory_mb']:.0f} MB |",
         f"| model size | {resources['model_size_mb']:.2f} MB |",

@@ -1,10 +1,10 @@
 """Train the work identifier on the train feature store; select by validation mAP.
 
-A step draws `works_per_batch` training works × `per_work` chunks (an m-per-class sampler: every
+Validation mAP is the mean over the validation sets present (unseen val works and seen works'
+held-out val performances), steadier than either alone on a small catalog. A step draws `works_per_batch` training works × `per_work` chunks (an m-per-class sampler: every
 work in the batch has positives for the triplet term), each a random crop of `chunk_frames[s]`
 CQT frames (a seeded draw among the lengths per step), pitch-rolled and erased at random, and minimises
-focal + triplet + center loss. After every epoch the validation mAP (unseen val works if any, else
-seen works' held-out val performances) picks the best epoch and drives early stopping; every
+focal + triplet + center loss. After every epoch the validation mAP picks the best epoch and drives early stopping; every
 `eval_every` epochs the named test sets are scored too and logged as `mAP_<testset>` (reported,
 never used to choose). The spine's loop (musicid.training) checkpoints and resumes.
 """
@@ -182,7 +182,7 @@ def train_works(
         embeddings = np.zeros((len(perf.frames), spec.embedding_dim), dtype=np.float32)  # only what is scored
         embeddings[needed] = embed_frames(model, [perf.frames[i] for i in needed], device, spec.min_frames)
         results = evaluate_testsets(sorted(wanted), perf, embeddings)
-        row = {"val_mAP": float(results[val_names[0]]["mAP"])}
+        row = {"val_mAP": float(np.mean([results[name]["mAP"] for name in val_names]))}
         row |= {f"mAP_{name}": float(m["mAP"]) for name, m in results.items() if m.get("mAP") is not None}
         row |= {f"MR1_{name}": float(m["MR1"]) for name, m in results.items() if m.get("MR1") is not None}
         return row
@@ -195,7 +195,7 @@ def train_works(
         checkpoint_dir=checkpoint_dir, step=step, validate=validate, better=better,
         end_epoch=lambda epoch: scheduler.step(), log_epoch=log_epoch, on_epoch=on_epoch, progress=progress,
         describe=lambda r: f"loss {r['train_loss']:.3f}, val mAP {r['val_mAP']:.3f}"
-        + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("mAP_") and k != f"mAP_{val_names[0]}"),
+        + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("mAP_")),
         label="works-train", monitor="val mAP",
     )
     result = TrainResult(signature="", history=loop.history, best_epoch=loop.best_epoch, best=loop.best,
@@ -210,7 +210,7 @@ def train_works(
     write_history(report_dir / "history.csv", result.history, fields)
     write_json(report_dir / "metrics.json", {
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "val_mAP": result.best["val_mAP"], "validated_on": val_names[0], "signature": result.signature,
+        "val_mAP": result.best["val_mAP"], "validated_on": " + ".join(val_names), "signature": result.signature,
         "train_works": len(sampler.classes), "train_items": len(train_store),
     })
     plot_history(result.history, report_dir / "curves.png")

@@ -23,7 +23,7 @@ from musicid.store import (
     row_layout,
     store_summary,
 )
-from musicid.store.reader import RowReader
+from musicid.store.shard_decoding import RowReader
 
 # 400-sample windows; float16 rows are 800 B -> 13 rows per chunk, 52 rows per shard.
 SMALL = dict(sample_rate=8000, window_s=0.05, hop_s=0.025, chunk_mb=0.01, shard_mb=0.04)

@@ -310,3 +310,24 @@ def test_evaluate_folder_scores_all_against_all(bundle: dict) -> None:
 
         (root / "nofile.csv").write_text("work_id\nw0\n")
         read_collection(root / "audio", root / "nofile.csv")
+
+
+def test_finetune_starts_from_a_model_and_trains_on_a_folder(bundle: dict, tmp_path: Path) -> None:
+    import yaml
+
+    root = bundle["root"]
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["works"]["train"].update({"epochs": 1, "steps_per_epoch": 2, "works_per_batch": 3, "per_work": 2,
+                                     "chunk_frames": [50], "device": "cpu"})
+    params["works"]["split"].update({"val_unseen_works": 0.4})
+    params["works"]["features"].update({"train_speeds": [1.0]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(main, ["works", "finetune", str(root / "audio"), "--init", str(root / "model"), "--out",
+                                       str(tmp_path / "tuned"), "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    tuned = load_model(tmp_path / "tuned", "cpu")
+    assert summary["signature"] == tuned.signature != bundle["loaded"].signature
+    assert tuned.info["init_model"] == str(root / "model") and summary["performances"] == 15
+    # the backbone started from the init model: its spec is kept (the classifier is new: the folder's works)
+    assert tuned.spec.embedding_dim == bundle["loaded"].spec.embedding_dim and tuned.spec.n_classes != 0

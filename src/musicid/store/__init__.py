@@ -32,15 +32,9 @@ A store is built in a temporary sibling directory and renamed into place only af
 and readers refuse a directory without the ``format_version`` attribute.
 """
 
-from musicid.store.reader import (
-    StoreError,
-    StoreNotFoundError,
-    WindowDataset,
-    open_store,
-    read_targets,
-    read_windows,
-    store_summary,
-)
+from musicid.store.dataset import WindowDataset
+from musicid.store.group import StoreError, StoreNotFoundError, open_store
+from musicid.store.reader import read_targets, read_windows, store_summary
 from musicid.store.writer import FORMAT_VERSION, ShardWriter, row_layout
 
 __all__ = [

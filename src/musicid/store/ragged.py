@@ -132,7 +132,7 @@ class RaggedStore:
         return len(self.offsets) - 1
 
     def column(self, name: str) -> list[Any]:
-        return list(self.attrs["columns"][name])
+        return list(self.attrs["columns"].get(name, []))  # an empty store has no columns yet
 
     def length(self, i: int) -> int:
         return int(self.offsets[i + 1] - self.offsets[i])

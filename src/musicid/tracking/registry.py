@@ -1,4 +1,4 @@
-"""The model registry: register a fingerprinter bundle, resolve `models:/` URIs, gate promotions.
+"""The model registry: register any family's bundle, resolve `models:/` URIs, gate promotions.
 
 A registered version carries the weights, config and (by default) the FAISS index, tagged with
 the model signature, provenance and its evaluation's key metrics (`metric.<name>` tags). Those
@@ -17,6 +17,7 @@ from typing import Any
 
 from musicid.config import GatesConfig, RegistryConfig
 from musicid.fsutil import read_json, write_json
+from musicid.models.io import DEFAULT_FAMILY
 from musicid.tracking.runs import TAG_SIGNATURE, TrackingError, configure, tracking_errors
 
 METRIC_TAG = "metric."
@@ -144,7 +145,7 @@ def register_bundle(
                 with warnings.catch_warnings():  # "no input example": predicting needs indexed audio
                     warnings.simplefilter("ignore", UserWarning)
                     info = mlflow.pyfunc.log_model(
-                        name=read_json(model_dir / "config.json").get("family", "fingerprint"), python_model=python_model,
+                        name=read_json(model_dir / "config.json").get("family", DEFAULT_FAMILY), python_model=python_model,
                         artifacts=artifacts,
                         code_paths=[str(Path(musicid.__file__).parent)],
                         signature=ModelSignature(

@@ -124,7 +124,7 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def data_version(family: str = "fingerprint", lock: Path = Path("dvc.lock")) -> str:
+def data_version(family: str, lock: Path = Path("dvc.lock")) -> str:
     """DVC's hash of a family's training shards as recorded in dvc.lock ('' when not locked yet)."""
     output = f"data/shards/{family}"
     try:

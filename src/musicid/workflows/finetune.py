@@ -2,8 +2,8 @@
 
 The folder (audio + CSV of work ids) is linked into `<out>.work/`, ingested, split with the
 folder's own works (a share kept unseen for validation), featurised and trained starting from
-`init` (its backbone and head; a new classifier for the new works), with the same functions as
-the DVC stages. The fine-tuned model folder lands at `out`.
+`init` (its backbone and head; a new classifier for the new works; no extra synthetic works), with
+the same functions as the DVC stages. The fine-tuned model folder lands at `out`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def finetune(folder: Path, tracks: list[dict[str, str]], init: Path, out: Path, 
         "works.split": {"test_unseen_works": 0.0, "test_seen_performances": 0.0, "val_unseen_works": 0.15,
                         "val_seen_performances": 0.0},
         "works.features": {"sample_rate": spec["sample_rate"], "n_bins": spec["n_bins"],
-                           "bins_per_octave": spec["bins_per_octave"], "fmin_hz": spec["fmin_hz"], "hop_s": spec["hop_s"]},
+                           "bins_per_octave": spec["bins_per_octave"], "fmin_hz": spec["fmin_hz"], "hop_s": spec["hop_s"],
+                           "extra_synthetic_works": 0},  # adapt to the folder's music alone
         "works.model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()
                         if k in ("backbone", "embedding_dim", "dim", "conformer_layers", "conformer_heads", "conformer_ffn",
                                  "conformer_kernel", "cqtnet_channels", "dropout")},

@@ -201,11 +201,19 @@ def run_peer(args: argparse.Namespace, folder: Path, split: dict, tunes: dict) -
     py = BENCH / "essentia-venv" / "bin" / "python"
     base = [py, HERE / "peer_essentia.py", "--folder", folder, "--tracks", peer_dir / "tracks.json",
             "--out-dir", peer_dir, "--hpcp-average", str(args.hpcp_average)]
+    done = peer_dir / "peer.json"
+    if done.is_file() and (peer_dir / "distances.npy").is_file() and not args.rerun_peer and \
+            json.loads(done.read_text()).get("track_ids") == [t["track_id"] for t in tracks] and \
+            (peer_dir / "check.json").is_file():
+        log("peer: reusing the finished run for exactly these tracks (--rerun-peer to run it again)")
+        check = json.loads((peer_dir / "check.json").read_text())
+        return _peer_result(folder, peer_dir, tracks, works, n_multi, check)
     timing = run(base + ["--time-pairs", "12"], capture_output=True, text=True)
     if timing.returncode != 0:
         log(timing.stdout[-2000:] + timing.stderr[-2000:])
         raise SystemExit("peer: essentia timing run failed")
     check = json.loads(timing.stdout.strip().splitlines()[-1])
+    (peer_dir / "check.json").write_text(json.dumps(check) + "\n")
     n = len(tracks)
     est = check["seconds_per_pair"] * n * (n - 1) / max(1, args.jobs)
     log(f"peer: {check['seconds_per_pair'] * 1e3:.1f} ms per pair → ~{est / 60:.1f} min for {n * (n - 1)} pairs "
@@ -214,6 +222,11 @@ def run_peer(args: argparse.Namespace, folder: Path, split: dict, tunes: dict) -
         "(distance: lower = more similar)")
     if run(base + ["-j", str(args.jobs)]).returncode != 0:
         raise SystemExit("peer: essentia run failed")
+    return _peer_result(folder, peer_dir, tracks, works, n_multi, check)
+
+
+def _peer_result(folder: Path, peer_dir: Path, tracks: list[dict], works: list[str], n_multi: int, check: dict) -> dict:
+    n = len(tracks)
     peer = json.loads((peer_dir / "peer.json").read_text())
     meta = {"track_ids": peer["track_ids"], "work_ids": peer["work_ids"],
             "chorale_ids": [t["chorale"] for t in tracks]}
@@ -399,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetuned", default="", help="fine-tuned model folder (default --out/finetuned)")
     ap.add_argument("--finetune-epochs", type=int, default=0)
     ap.add_argument("--refinetune", action="store_true")
+    ap.add_argument("--rerun-peer", action="store_true", help="run essentia again even when a finished run matches")
     ap.add_argument("--skip-setup", action="store_true")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-musicid", action="store_true")

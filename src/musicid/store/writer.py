@@ -117,7 +117,7 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
 
     Usage::
 
-        with ShardWriter(path, cfg=params.shards, track_ids=tids, work_ids=wids) as writer:
+        with ShardWriter(path, cfg=params.fingerprint.shards, track_ids=tids, work_ids=wids) as writer:
             writer.add(windows, {"track_index": ti, "work_index": wi, "start_s": starts})
 
     `windows` is (n, window_samples) float in [-1, 1]; `targets` maps a name to an array whose first

@@ -124,7 +124,7 @@ def bench_strategies(source: Path, out: Path, params: Params, strategies: list[s
         winners[name] = aggregate(bucket_runs)[0]["strategy"]
     report = {
         "source": str(source), "target": target, "subset": subset, "seeds": seeds, "strategies": strategies,
-        "query_duration_s": params.prepare.query_lengths_s, "max_test_queries": params.evaluate.max_queries,
+        "query_duration_s": params.prepare.query_lengths_s, "max_test_queries": params.fingerprint.evaluate.max_queries,
         "runs": [asdict(r) for r in rank_runs(runs)], "aggregate": aggregate(runs),
         "buckets": {name: {"winner": winner, "aggregate": aggregate([r for r in runs if r.bucket == name])}
                     for name, winner in winners.items()},

@@ -64,6 +64,22 @@ class LoopResult:
         return dict(self.history[self.best_epoch - 1]) if self.best_epoch else {}
 
 
+@dataclass
+class TrainResult:
+    """What a family's training returns: the loop's record plus the saved model's signature."""
+
+    signature: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    resumed_from_epoch: int = 0
+    stopped_early: bool = False
+
+    @classmethod
+    def from_loop(cls, loop: LoopResult) -> "TrainResult":
+        return cls("", loop.history, loop.best_epoch, loop.best, loop.resumed_from_epoch, loop.stopped_early)
+
+
 def fit(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, gen: torch.Generator, *,
     epochs: int, steps_per_epoch: int, patience: int, checkpoint_dir: Path,

@@ -9,7 +9,7 @@ same params and data resumes instead of starting over.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec,
 from musicid.device import resolve_device
 from musicid.families.fingerprint.io import save_model
 from musicid.store import open_store, read_windows
-from musicid.training.loop import finish, fit, run_key, store_version, write_history
+from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_top1", "lr", "seconds")
 # A tie on val top-1 counts as progress only if the val loss drops by more than this.
@@ -114,16 +114,6 @@ class ValidationSet:
         return {"val_loss": loss, "val_top1": float(hit.float().mean())}
 
 
-@dataclass
-class TrainResult:
-    signature: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best: dict[str, float] = field(default_factory=dict)
-    resumed_from_epoch: int = 0
-    stopped_early: bool = False
-
-
 def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
     import matplotlib
 
@@ -196,9 +186,7 @@ def train_fingerprinter(
         describe=lambda r: f"loss {r['train_loss']:.3f}, val loss {r['val_loss']:.3f}, val top-1 {r['val_top1']:.3f}",
         log_epoch=log_epoch, on_epoch=on_epoch, progress=progress, monitor="val top-1",
     )
-    result = TrainResult(signature="", history=loop.history, best_epoch=loop.best_epoch,
-                         resumed_from_epoch=loop.resumed_from_epoch, stopped_early=loop.stopped_early)
-    result.best = loop.best
+    result = TrainResult.from_loop(loop)
     info = {
         "train": cfg.model_dump(),
         "data_version": key,

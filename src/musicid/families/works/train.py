@@ -11,7 +11,6 @@ never used to choose). The spine's loop (musicid.training) checkpoints and resum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +27,7 @@ from musicid.families.works.losses import CenterLoss, batch_hard_triplet, focal_
 from musicid.families.works.model import WorkEncoder, WorkSpec
 from musicid.fsutil import write_json
 from musicid.store.ragged import RaggedStore
-from musicid.training.loop import finish, fit, run_key, store_version, write_history
+from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 IN_MEMORY_BYTES = 2 << 30  # feature stores up to this are read into memory once
 
@@ -89,16 +88,6 @@ class ChunkSampler:
                 chunks.append(self._crop(pool[pick], frames, gen))
                 labels.append(label)
         return torch.stack(chunks), torch.tensor(labels)
-
-
-@dataclass
-class TrainResult:
-    signature: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best: dict[str, float] = field(default_factory=dict)
-    resumed_from_epoch: int = 0
-    stopped_early: bool = False
 
 
 def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
@@ -198,8 +187,7 @@ def train_works(
         + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("mAP_")),
         label="works-train", monitor="val mAP",
     )
-    result = TrainResult(signature="", history=loop.history, best_epoch=loop.best_epoch, best=loop.best,
-                         resumed_from_epoch=loop.resumed_from_epoch, stopped_early=loop.stopped_early)
+    result = TrainResult.from_loop(loop)
     info = {"train": cfg.model_dump(), "model_config": model_cfg.model_dump(), "data_version": key,
             "classes": sampler.classes, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "val_mAP": result.best["val_mAP"], "init_model": str(init_model or "")}

@@ -25,8 +25,7 @@ class Family:
     load_model: Callable[[Path, str], Any]  # (model folder, device) → loaded, self-checked model
     summary_metrics: Callable[[dict[str, Any]], dict[str, float]]  # eval metrics.json → flat registry metrics
     headline_metric: str  # the accuracy figure `registry compare` ranks by
-    code: tuple[str, ...] = field(default_factory=tuple)  # source paths its stages depend on (beyond the spine)
-    pyfunc_entry: str = ""  # MLflow "models from code" file of its pyfunc class
+    code: tuple[str, ...] = field(default_factory=tuple)  # its own source folder: its stages depend on files there
     register: Callable[[Params], str] | None = None  # `musicid registry register`: workspace model → registry
 
     @property

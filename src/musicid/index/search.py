@@ -70,7 +70,7 @@ def _check_signature(path: Path, found: str, expected: str | None) -> None:
     if expected is not None and found != expected:
         raise IndexSignatureError(
             f"{path}: index was built with model {found} but the model in use is {expected}; "
-            f"rebuild it (`musicid index build ...` or `dvc repro index`)"
+            f"rebuild it (`musicid index build ...` or `dvc repro <family>-index`)"
         )
 
 
@@ -81,7 +81,7 @@ def load_index(index_dir: str | Path, expected_signature: str | None = None, npr
     `nprobe`: IVF cells visited per query (default: the build's `index.nprobe`).
     """
     path = Path(index_dir)
-    hint = "run `musicid index build` or `dvc repro index`"
+    hint = "run `musicid index build` or `dvc repro <family>-index`"
     if not path.is_dir():
         raise RefIndexError(f"{path}: index not found; {hint}")
     missing = [name for name in (INDEX_FILE, IDS_FILE, REFS_FILE, META_FILE) if not (path / name).is_file()]

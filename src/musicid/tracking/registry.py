@@ -248,7 +248,7 @@ def promote(name: str, version_or_alias: str, alias: str, gates: GatesConfig) ->
     failed = [r for r in results if not r.passed]
     if failed:
         raise TrackingError(
-            f"{name} version {info.version} fails the release gates (params.yaml registry.gates): "
+            f"{name} version {info.version} fails the release gates (params.yaml <family>.registry.gates): "
             + "; ".join(r.describe() for r in failed)
         )
     with tracking_errors(f"cannot set alias {alias}"):

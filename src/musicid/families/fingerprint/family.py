@@ -29,6 +29,5 @@ FAMILY = Family(
     summary_metrics=_summary,
     headline_metric="main_top1",
     code=("src/musicid/families/fingerprint",),
-    pyfunc_entry="musicid/families/fingerprint/pyfunc_entry.py",
     register=stages.register_workspace,
 )

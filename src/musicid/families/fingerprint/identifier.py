@@ -22,7 +22,7 @@ class Identifier:
         if found != loaded.signature:
             raise IndexSignatureError(
                 f"{index.path}: index was built with model {found} but the model in use is {loaded.signature}; "
-                f"rebuild it (`musicid index build ...` or `dvc repro index`)"
+                f"rebuild it (`musicid index build ...` or `dvc repro fingerprint-index`)"
             )
         if index.embedding_dim != loaded.embedding_dim:
             raise RefIndexError(

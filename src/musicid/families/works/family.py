@@ -23,6 +23,5 @@ FAMILY = Family(
     summary_metrics=stages.summary_metrics,
     headline_metric="test_unseen_mAP",
     code=("src/musicid/families/works",),
-    pyfunc_entry="musicid/families/works/pyfunc_entry.py",
     register=stages.register_workspace,
 )

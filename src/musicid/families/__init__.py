@@ -31,6 +31,9 @@ class _Families(dict):
         self[name] = family
         return family
 
+    def __contains__(self, name: object) -> bool:
+        return name in FAMILY_NAMES
+
     def __iter__(self):
         return iter(FAMILY_NAMES)
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -141,3 +141,20 @@ def _log_to_stderr() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+def answer_queries(queries: tuple[str, ...], answer: Callable[[str], dict[str, Any]], as_json: bool,
+                   show: Callable[[dict[str, Any]], None]) -> None:
+    """Answer each query: one JSON line each, or its name, an error line or `show(result)`; exit 1 if any failed."""
+    failed = 0
+    for query in queries:
+        result = answer(query)
+        failed += "error" in result
+        if as_json:
+            click.echo(json.dumps(result))
+            continue
+        click.echo(query)
+        if "error" in result:
+            click.echo(f"  error: {result['error']}")
+        show(result)
+    sys.exit(1 if failed else 0)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from musicid.cli.base import (
-    MODEL_URI_ENV, PARAMS_OPTION, _log_to_stderr, load_params_or_defaults, main, resolved_model,
+    MODEL_URI_ENV, PARAMS_OPTION, _log_to_stderr, answer_queries, load_params_or_defaults, main, resolved_model,
 )
 
 
@@ -95,21 +94,13 @@ def identify(queries: tuple[str, ...], index_dir: str, model: str, top: int | No
         click.echo(f"model: {described}; index: {index_dir or ('registered with the model' if bundled_index else index_path)}",
                    err=True)
         identifier = Identifier.load(model_dir, index_path, cfg)
-    failed = 0
-    for query in queries:
-        result = identifier.identify_path(query, top=top)
-        failed += "error" in result
-        if as_json:
-            click.echo(json.dumps(result))
-            continue
-        click.echo(query)
-        if "error" in result:
-            click.echo(f"  error: {result['error']}")
-        elif not result["matches"]:
+    def show(result: dict) -> None:
+        if "error" not in result and not result["matches"]:
             click.echo("  no match")
         for rank, match in enumerate(result["matches"], 1):
             click.echo(f"  {rank:2d}. {match['score']:.3f}  {match['ref']}  @ {match['offset_s']:.2f} s")
-    sys.exit(1 if failed else 0)
+
+    answer_queries(queries, lambda query: identifier.identify_path(query, top=top), as_json, show)
 
 
 @main.command("metrics")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from musicid.cli.base import MODEL_URI_ENV, PARAMS_OPTION, _emit_json, _log_to_stderr, load_params_or_defaults, main, resolved_model
+from musicid.cli.base import MODEL_URI_ENV, PARAMS_OPTION, _emit_json, answer_queries, _log_to_stderr, load_params_or_defaults, main, resolved_model
 
 DEFAULT_MODEL = "models/works"
 DEFAULT_INDEX = "data/index/works"
@@ -61,20 +61,13 @@ def works_identify(queries: tuple[str, ...], index_dir: str | None, model: str |
         click.echo(f"model: {described}; index: {index_dir or ('registered with the model' if bundled else index_path)}",
                    err=True)
         identifier = WorkIdentifier.load(model_dir, index_path, cfg)
-    failed = 0
-    for query in queries:
-        result = identifier.identify_path(query, top=top, use_centroids=centroids)
-        failed += "error" in result
-        if as_json:
-            click.echo(json.dumps(result))
-            continue
-        click.echo(query)
-        if "error" in result:
-            click.echo(f"  error: {result['error']}")
+    def show(result: dict) -> None:
         for rank, work in enumerate(result["works"], 1):
             nearest = ", ".join(f"{p['ref']} {p['score']:.3f}" for p in work["performances"][:2])
             click.echo(f"  {rank:2d}. {work['score']:.3f}  {work['work_id']}" + (f"  ({nearest})" if nearest else ""))
-    sys.exit(1 if failed else 0)
+
+    answer_queries(queries, lambda query: identifier.identify_path(query, top=top, use_centroids=centroids), as_json,
+                   show)
 
 
 @works.command("metrics")

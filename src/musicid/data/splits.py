@@ -136,11 +136,15 @@ def find_leaks(splits: dict[str, list[dict[str, Any]]]) -> list[str]:
     return problems
 
 
-def check_no_leakage(splits: dict[str, list[dict[str, Any]]]) -> None:
-    problems = find_leaks(splits)
+def raise_leaks(problems: list[str], what: str = "split leakage") -> None:
+    """LeakageError naming the first problem (and how many more) when there are any."""
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise LeakageError(f"split leakage: {problems[0]}{more}")
+        raise LeakageError(f"{what}: {problems[0]}{more}")
+
+
+def check_no_leakage(splits: dict[str, list[dict[str, Any]]]) -> None:
+    raise_leaks(find_leaks(splits))
 
 
 def prepare(catalog_path: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> dict[str, Any]:

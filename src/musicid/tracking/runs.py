@@ -195,6 +195,10 @@ class StageRun:
             with tracking_errors("cannot log metrics"):
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_epoch(self, row: dict[str, float]) -> None:
+        """One training history row as metrics at step `epoch` (what every family's loop reports)."""
+        self.log_metrics({k: v for k, v in row.items() if k != "epoch" and v is not None}, step=int(row["epoch"]))
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.run and Path(path).exists():
             import mlflow

@@ -50,7 +50,7 @@ def train(params: Params, workers: int | None = None) -> None:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_fingerprinter(
                 SHARDS / "train.zarr", SHARDS / "val.zarr", params.fingerprint.model, params.fingerprint.train, MODEL, report, CHECKPOINTS,
-                log_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])),
+                log_epoch=run.log_epoch,
             )
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_top1": result.best["val_top1"],

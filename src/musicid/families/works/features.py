@@ -24,7 +24,7 @@ from tqdm import tqdm
 from musicid.audio import DecodeError, decode, to_model_rate
 from musicid.audio.cqt import ConstantQ
 from musicid.config import WorksFeaturesConfig
-from musicid.errors import LeakageError
+from musicid.data.splits import raise_leaks
 from musicid.fsutil import atomic_dir, write_json
 from musicid.parallel import process_pool
 from musicid.store.ragged import RaggedStore, write_ragged_store
@@ -156,9 +156,7 @@ def check_store_leakage(stores: dict[str, RaggedStore]) -> dict[str, Any]:
         for track, work, role in zip(store.column("track_id"), store.column("work_id"), store.column("role")):
             if role.endswith("_unseen") and work in train_works:
                 problems.append(f"unseen work {work!r} ({track} in {split}.zarr) has performances in train.zarr")
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise LeakageError(f"feature store leakage: {problems[0]}{more}")
+    raise_leaks(problems, "feature store leakage")
     return {"ok": True, "checked": sorted(stores), "train_copies_per_performance": len(set(train.column("speed")))}
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from musicid.config import WorksSplitConfig
-from musicid.data.splits import group_works
-from musicid.errors import LeakageError, NotReadyError
+from musicid.data.splits import group_works, raise_leaks
+from musicid.errors import NotReadyError
 from musicid.fsutil import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 
 SPLIT_FILES = ("train", "val", "test")
@@ -91,10 +91,7 @@ def find_leaks(roles: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def check_no_leakage(roles: dict[str, list[dict[str, Any]]]) -> None:
-    problems = find_leaks(roles)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise LeakageError(f"works split leakage: {problems[0]}{more}")
+    raise_leaks(find_leaks(roles), "works split leakage")
 
 
 def split_catalog(catalog_path: str | Path, out_dir: str | Path, cfg: WorksSplitConfig) -> dict[str, Any]:

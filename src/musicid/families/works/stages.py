@@ -54,7 +54,7 @@ def train(params: Params, workers: int | None = None) -> None:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_works(
                 SHARDS, cfg.model, cfg.train, cfg.evaluate, MODEL, report, CHECKPOINTS,
-                log_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])),
+                log_epoch=run.log_epoch,
             )
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_mAP": result.best["val_mAP"],

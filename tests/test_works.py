@@ -22,6 +22,7 @@ from musicid.families.works.augment import random_erase, roll_pitch
 from musicid.families.works.evaluate import Performances, embed_frames
 from musicid.families.works.features import build_feature_stores, check_store_leakage
 from musicid.families.works.identify import WorkIdentifier
+from musicid.families.works.align import fold_chroma
 from musicid.families.works.index import write_works_index
 from musicid.families.works.io import load_model
 from musicid.families.works.losses import batch_hard_triplet, focal_loss
@@ -183,11 +184,12 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     hashes = {t["track_id"]: t["content_hash"] for t in tracks}
     write_works_index(root / "index", vectors, [{"ref": t, "work_id": w, "content_hash": hashes[t], "duration_s": 6.0}
                                                 for t, w in zip(perf.track_ids, perf.work_ids)],
-                      loaded.signature, loaded.sample_rate, MODEL_INDEX)
+                      loaded.signature, loaded.sample_rate, MODEL_INDEX,
+                      [fold_chroma(frames, FEATURES.bins_per_octave) for frames in perf.frames])
     return {"root": root, "tracks": tracks, "roles": roles, "summary": summary, "result": result, "loaded": loaded}
 
 
-from musicid.config import VectorIndexConfig  # noqa: E402
+from musicid.config import VectorIndexConfig, WorksIdentifyConfig, WorksRerankConfig  # noqa: E402
 
 MODEL_INDEX = VectorIndexConfig(device="cpu")
 
@@ -243,10 +245,17 @@ def test_identify_ranks_works_and_refuses_short_or_broken_queries(bundle: dict, 
     identifier = WorkIdentifier(bundle["loaded"], bundle["root"] / "index")
     query = bundle["roles"]["test_unseen"][0]
     answer = identifier.identify_path(bundle["root"] / "audio" / query["path"], top=3)
-    assert [set(w) for w in answer["works"]] == [{"work_id", "score", "performances"}] * 3
-    assert answer["works"][0]["score"] >= answer["works"][1]["score"] >= answer["works"][2]["score"]
+    assert [set(w) for w in answer["works"]] == [{"work_id", "score", "alignment", "performances"}] * 3
+    # re-ranked by chroma alignment (the index is smaller than rerank.top_k, so every work was aligned)
+    assert answer["works"][0]["alignment"] >= answer["works"][1]["alignment"] >= answer["works"][2]["alignment"]
     # the query itself is indexed: its own work comes first with a near-perfect score
     assert answer["works"][0]["work_id"] == query["work_id"] and answer["works"][0]["score"] > 0.99
+    # without the second stage: cosine order, no alignment scores
+    plain = WorkIdentifier(bundle["loaded"], bundle["root"] / "index",
+                           WorksIdentifyConfig(rerank=WorksRerankConfig(top_k=0))).identify_path(
+        bundle["root"] / "audio" / query["path"], top=3)
+    assert [set(w) for w in plain["works"]] == [{"work_id", "score", "performances"}] * 3
+    assert plain["works"][0]["score"] >= plain["works"][1]["score"] >= plain["works"][2]["score"]
     by_centroid = identifier.identify_path(bundle["root"] / "audio" / query["path"], top=2, use_centroids=True)
     assert len(by_centroid["works"]) == 2
     audio, rate = sf.read(bundle["root"] / "audio" / query["path"])

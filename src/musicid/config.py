@@ -373,12 +373,24 @@ class WorksEvaluateConfig(Section):
     tsne: bool = True
 
 
+class WorksRerankConfig(Section):
+    """Second stage: the embedding's top_k candidates re-ordered by chroma alignment (Qmax)."""
+
+    top_k: int = Field(100, ge=0)  # candidates aligned per query (0 = embedding ranking only)
+    average_frames: int = Field(5, ge=1)  # CQT frames averaged per chroma frame (5 × 0.04 s = 0.2 s)
+    embed_frames: int = Field(9, ge=1)  # chroma frames stacked per recurrence point (delay embedding)
+    kappa: float = Field(0.1, gt=0.0, le=1.0)  # share of nearest frames kept per row and column
+    gap_open: float = Field(0.5, ge=0.0)
+    gap_extend: float = Field(0.5, ge=0.0)
+
+
 class WorksIdentifyConfig(Section):
-    """Query side: rank works by their nearest performances (or their centroids)."""
+    """Query side: rank works by their nearest performances (or their centroids), then re-rank by alignment."""
 
     top: int = Field(10, ge=1)
     neighbors: int = Field(50, ge=1)  # performances fetched from FAISS before ranking works
     centroids: bool = False  # rank by work centroid instead of the best performance
+    rerank: WorksRerankConfig = Field(default_factory=WorksRerankConfig)
 
 
 def _works_registry() -> "RegistryConfig":

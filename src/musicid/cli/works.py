@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +32,19 @@ def works() -> None:
     """
 
 
+RERANK_OPTION = click.option(
+    "--rerank-top", "rerank_top", type=click.IntRange(0), default=None,
+    help="Align this many nearest performances with the query's chroma and rank them by it "
+         "[default: works.identify.rerank.top_k; 0 = embedding ranking only].")
+
+
+def with_rerank_top(cfg: Any, rerank_top: int | None) -> Any:
+    """works.identify with rerank.top_k overridden from the command line."""
+    if rerank_top is None:
+        return cfg
+    return cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"top_k": rerank_top})})
+
+
 @works.command("identify")
 @click.argument("queries", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
@@ -38,14 +52,17 @@ def works() -> None:
 @MODEL_OPTION
 @click.option("--top", type=click.IntRange(1), default=None, help="Works per query [default: works.identify.top, 10].")
 @click.option("--centroids", is_flag=True, default=None, help="Rank by work centroid, not by the nearest performance.")
+@RERANK_OPTION
 @PARAMS_OPTION
 @click.option("--json", "as_json", is_flag=True,
-              help='One JSON line per query: {"query", "works": [{"work_id", "score", "performances"}]} or "error".')
+              help='One JSON line per query: {"query", "works": [{"work_id", "score", "alignment", "performances"}]} '
+                   'or "error".')
 def works_identify(queries: tuple[str, ...], index_dir: str | None, model: str | None, top: int | None,
-                   centroids: bool | None, params_path: str, as_json: bool) -> None:
+                   centroids: bool | None, rerank_top: int | None, params_path: str, as_json: bool) -> None:
     """Rank works for each QUERY performance, best first, with the nearest reference performances.
 
-    score is the cosine similarity of the query to the work's nearest performance (or its centroid).
+    score is the cosine similarity of the query to the work's nearest performance (or its centroid);
+    alignment is the chroma alignment (Qmax) score of the works re-ranked by it, which come first.
     A query shorter than the model's shortest training chunk is refused with the minimum, an
     undecodable one is reported, and the others are still answered.
 
@@ -64,7 +81,8 @@ def works_identify(queries: tuple[str, ...], index_dir: str | None, model: str |
     def show(result: dict) -> None:
         for rank, work in enumerate(result["works"], 1):
             nearest = ", ".join(f"{p['ref']} {p['score']:.3f}" for p in work["performances"][:2])
-            click.echo(f"  {rank:2d}. {work['score']:.3f}  {work['work_id']}" + (f"  ({nearest})" if nearest else ""))
+            aligned = f"  alignment {work['alignment']:.2f}" if "alignment" in work else ""
+            click.echo(f"  {rank:2d}. {work['score']:.3f}  {work['work_id']}{aligned}" + (f"  ({nearest})" if nearest else ""))
 
     answer_queries(queries, lambda query: identifier.identify_path(query, top=top, use_centroids=centroids), as_json,
                    show)
@@ -135,10 +153,11 @@ def works_add(folder: str, csv_path: str | None, index_dir: str, out_dir: str, m
 @click.option("--only-works", "only_works", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Text file of work ids (one per line): evaluate only these works.")
 @MODEL_OPTION
+@RERANK_OPTION
 @PARAMS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def works_evaluate_folder(folder: str, csv_path: str | None, only_works: str | None, model: str | None,
-                          params_path: str, as_json: bool) -> None:
+                          rerank_top: int | None, params_path: str, as_json: bool) -> None:
     """mAP, MR1, top-1/10 and seconds per query over FOLDER's performances, all against all (self skipped)."""
     from musicid.families.works.collection import read_collection, read_work_list
     from musicid.families.works.evaluate import evaluate_collection
@@ -158,6 +177,10 @@ def works_evaluate_folder(folder: str, csv_path: str | None, only_works: str | N
     click.echo(f"{result['performances']} performances of {result['works']} works: mAP {result['mAP']:.3f}, "
                f"MR1 {result['MR1']:.2f}, top-1 {result['top1']:.3f}, top-10 {result['top10']:.3f}, "
                f"{result['seconds_per_query']:.3f} s per query")
+    if "embedding_only" in result:
+        first = result["embedding_only"]
+        click.echo(f"  embedding alone (before aligning the top {rerank.top_k}): mAP {first['mAP']:.3f}, "
+                   f"MR1 {first['MR1']:.2f}, top-1 {first['top1']:.3f}, top-10 {first['top10']:.3f}")
 
 
 @works.command("finetune")

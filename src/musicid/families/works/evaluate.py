@@ -5,7 +5,10 @@ Named test sets (`works.evaluate.testsets`):
   all the others (all-vs-all, self-matches skipped): can it group compositions it never saw?
 - `test_seen` / `val_seen`: held-out performances of trained works, queried against themselves
   plus every training performance (at speed 1.0): does it recognise new versions of known works?
-Every performance is embedded whole; distance is 1 − cosine similarity.
+Every performance is embedded whole; distance is 1 − cosine similarity. With alignment re-ranking
+(`works.identify.rerank.top_k` > 0, as `identify` does it) each query's top_k are re-ordered by
+chroma alignment; the headline figures are the re-ranked ones and "embedding_only" keeps the
+first stage's beside them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from musicid.config import WorksRerankConfig
+from musicid.families.works.align import fold_chroma, rerank_distances
 from musicid.families.works.metrics import ranking_metrics
 from musicid.fsutil import write_json, write_jsonl
 from musicid.store.ragged import RaggedStore
@@ -77,8 +82,17 @@ def embed_frames(model: torch.nn.Module, frames: list[np.ndarray], device: torch
     return out
 
 
-def score_testset(name: str, perf: Performances, embeddings: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, distance record) of one named test set from precomputed embeddings."""
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics[key] for key in ("mAP", "MR1", "top1", "top10")}
+
+
+def score_testset(name: str, perf: Performances, embeddings: np.ndarray, rerank: WorksRerankConfig | None = None,
+                  chroma: list[np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, distance record) of one named test set from precomputed embeddings.
+
+    With `rerank` (top_k > 0) and each performance's folded `chroma`, the headline metrics are those
+    of the re-ranked lists, and "embedding_only" keeps the first stage's for comparison.
+    """
     query_roles, ref_roles = TESTSETS[name]
     q, r = perf.select(query_roles), perf.select(ref_roles)
     if not len(q) or not len(r):
@@ -87,6 +101,12 @@ def score_testset(name: str, perf: Performances, embeddings: np.ndarray) -> tupl
     ids = np.asarray(perf.track_ids)
     works = np.asarray(perf.work_ids)
     metrics = ranking_metrics(distances, works[q], works[r], ids[q], ids[r])
+    if rerank is not None and rerank.top_k > 0 and chroma is not None:
+        first_stage = _summary(metrics)
+        distances = rerank_distances(distances, [chroma[i] for i in q], [chroma[i] for i in r], rerank,
+                                     ids[q][:, None] == ids[r][None, :])
+        metrics = ranking_metrics(distances, works[q], works[r], ids[q], ids[r])
+        metrics["embedding_only"] = first_stage
     record = {"distances": distances.astype(np.float32), "query_ids": ids[q], "ref_ids": ids[r],
               "query_works": works[q], "ref_works": works[r]}
     return metrics, record
@@ -97,12 +117,15 @@ def evaluate_testsets(names: list[str], perf: Performances, embeddings: np.ndarr
 
 
 def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """{testset: {mAP, ...}} → {"test_unseen_mAP": ..., ...}: names MLflow, the registry and gates use."""
+    """{testset: {mAP, ...}} → {"test_unseen_mAP": ..., "test_unseen_mAP_embedding": ...}: the names
+    MLflow, the registry and gates use (the _embedding ones: the first stage alone, before alignment)."""
     flat = {}
     for name, metrics in results.items():
         for key in ("mAP", "MR1", "top1", "top10", "queries"):
             if metrics.get(key) is not None:
                 flat[f"{name}_{key}"] = float(metrics[key])
+        for key, value in metrics.get("embedding_only", {}).items():
+            flat[f"{name}_{key}_embedding"] = float(value)
     return flat
 
 
@@ -135,11 +158,13 @@ def plot_tsne(embeddings: np.ndarray, works: list[str], unseen: np.ndarray, out_
 
 
 def write_evaluation(out_dir: Path, perf: Performances, embeddings: np.ndarray, names: list[str], signature: str,
-                     latency_ms: list[float], tsne: bool) -> dict[str, Any]:
-    """metrics.json, distances_<testset>.npz, queries.jsonl and tsne.png into out_dir."""
+                     latency_ms: list[float], tsne: bool, rerank: WorksRerankConfig | None = None,
+                     bins_per_octave: int = 12) -> dict[str, Any]:
+    """metrics.json, distances_<testset>.npz (after re-ranking), queries.jsonl and tsne.png into out_dir."""
     results, rows = {}, []
+    chroma = [fold_chroma(frames, bins_per_octave) for frames in perf.frames] if rerank and rerank.top_k else None
     for name in names:
-        metrics, record = score_testset(name, perf, embeddings)
+        metrics, record = score_testset(name, perf, embeddings, rerank, chroma)
         per_query = {"ap": metrics.pop("ap", []), "rank1": metrics.pop("rank1", [])}
         results[name] = metrics
         if record:
@@ -151,6 +176,7 @@ def write_evaluation(out_dir: Path, perf: Performances, embeddings: np.ndarray, 
     latency = np.asarray(latency_ms or [0.0])
     summary = {
         "testsets": results, "model_signature": signature, "performances": len(perf.track_ids),
+        "rerank": rerank.model_dump() if rerank else None,
         "latency_ms": {"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                        "queries": len(latency_ms)},
     }
@@ -170,35 +196,43 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def evaluate_collection(loaded: Any, tracks: list[dict[str, str]], max_duration_s: float = 300.0,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, rerank: WorksRerankConfig | None = None) -> dict[str, Any]:
     """All-vs-all ranking metrics over a folder of performances (self-matches skipped), with timings.
 
     Every performance is both a query and a reference. seconds_per_query = embedding the query
-    (decode + CQT + network) + ranking it against every reference embedding.
+    (decode + CQT + network) + ranking it against every reference embedding (+ aligning its
+    rerank.top_k candidates, when re-ranking; "embedding_only" then has the first stage's figures).
     """
     from tqdm import tqdm
 
     from musicid.audio import DecodeError
     from musicid.errors import MusicidError
 
-    vectors, kept, skipped, embed_s = [], [], [], []
+    vectors, chroma, kept, skipped, embed_s = [], [], [], [], []
     for track in tqdm(tracks, desc="works: embed", unit="track", disable=not progress):
         began = time.perf_counter()
         try:
-            vectors.append(loaded.embed_path(track["path"], max_duration_s))
+            vector, track_chroma = loaded.analyse_path(track["path"], max_duration_s)
         except (DecodeError, MusicidError) as exc:
             skipped.append({"track_id": track["track_id"], "reason": str(exc)})
             continue
         embed_s.append(time.perf_counter() - began)
+        vectors.append(vector)
+        chroma.append(track_chroma)
         kept.append(track)
     if not kept:
         return {"queries": 0, "skipped": skipped, "mAP": None}
     matrix = np.stack(vectors)
     began = time.perf_counter()
     distances = 1.0 - matrix @ matrix.T
-    rank_s = (time.perf_counter() - began) / len(kept)
     ids, works = [t["track_id"] for t in kept], [t["work_id"] for t in kept]
+    extra: dict[str, Any] = {}
+    if rerank is not None and rerank.top_k > 0:
+        extra["embedding_only"] = _summary(ranking_metrics(distances, works, works, ids, ids))
+        extra["rerank"] = rerank.model_dump()
+        distances = rerank_distances(distances, chroma, chroma, rerank, np.eye(len(kept), dtype=bool), progress)
+    rank_s = (time.perf_counter() - began) / len(kept)
     metrics = ranking_metrics(distances, works, works, ids, ids)
     metrics.pop("ap"), metrics.pop("rank1")
-    return metrics | {"performances": len(kept), "works": len(set(works)), "skipped_tracks": skipped,
+    return metrics | extra | {"performances": len(kept), "works": len(set(works)), "skipped_tracks": skipped,
                       "seconds_per_query": float(np.mean(embed_s)) + rank_s, "embed_seconds_mean": float(np.mean(embed_s))}

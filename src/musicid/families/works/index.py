@@ -5,6 +5,7 @@ Folder (the spine's index format, one vector per reference at offset 0, plus):
     works.json       ref → work_id          hashes.json   ref → content hash (duplicate check)
     centroids.npz    work_ids, vectors (each work's mean embedding, re-normalised)
     vectors.npy      the indexed vectors, so `musicid works add` extends the index without re-embedding
+    chroma.npz       each performance's folded chroma frames (ragged: frames + offsets), for alignment re-ranking
 
 `add_performances` makes a *new* index folder (a new DVC-versioned artifact): the old vectors, plus
 new performances embedded by the same model; a performance whose content hash is already indexed
@@ -26,6 +27,7 @@ from musicid.fsutil import read_json
 from musicid.index import IndexSignatureError, load_index, write_vector_index
 
 WORKS_FILE, HASHES_FILE, CENTROIDS_FILE, VECTORS_FILE = "works.json", "hashes.json", "centroids.npz", "vectors.npy"
+CHROMA_FILE = "chroma.npz"
 
 
 class WorksIndexError(MusicidError):
@@ -40,14 +42,22 @@ def centroids(vectors: np.ndarray, works: list[str]) -> tuple[list[str], np.ndar
     return names, means.astype(np.float32)
 
 
-def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], signature: str,
-                      sample_rate: int, cfg: VectorIndexConfig) -> dict[str, Any]:
-    """refs: [{"ref", "work_id", "content_hash", "duration_s"}] aligned with vectors."""
-    names, means = centroids(vectors, [r["work_id"] for r in refs])
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, work_ids=np.asarray(names), vectors=means)
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], signature: str,
+                      sample_rate: int, cfg: VectorIndexConfig, chroma: list[np.ndarray]) -> dict[str, Any]:
+    """refs: [{"ref", "work_id", "content_hash", "duration_s"}] aligned with vectors and chroma."""
+    if len(chroma) != len(refs):
+        raise WorksIndexError(f"{len(chroma)} chroma sequences for {len(refs)} performances")
+    names, means = centroids(vectors, [r["work_id"] for r in refs])
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in chroma])]).astype(np.int64)
+    frames = np.concatenate(chroma).astype(np.float16) if chroma else np.zeros((0, 12), np.float16)
     meta = write_vector_index(
         out_dir, vectors, [{"ref": r["ref"], "duration_s": float(r.get("duration_s", 0.0))} for r in refs],
         {"model_signature": signature, "family": "works", "hop_s": 0.0, "segment_s": 0.0, "sample_rate": sample_rate,
@@ -55,8 +65,20 @@ def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[
         cfg, extra={WORKS_FILE: {r["ref"]: r["work_id"] for r in refs},
                     HASHES_FILE: {r["ref"]: r["content_hash"] for r in refs}, VECTORS_FILE: vectors.astype(np.float32)},
     )
-    (Path(out_dir) / CENTROIDS_FILE).write_bytes(buffer.getvalue())
+    (Path(out_dir) / CENTROIDS_FILE).write_bytes(_npz_bytes(work_ids=np.asarray(names), vectors=means))
+    (Path(out_dir) / CHROMA_FILE).write_bytes(_npz_bytes(frames=frames, offsets=offsets))
     return meta
+
+
+def load_chroma(index_dir: str | Path) -> list[np.ndarray]:
+    """Each indexed performance's folded chroma frames, in index order."""
+    path = Path(index_dir) / CHROMA_FILE
+    if not path.is_file():
+        raise WorksIndexError(f"{path.parent}: no {CHROMA_FILE} (an index from before alignment re-ranking); "
+                              "run `dvc repro works-index`")
+    with np.load(path) as data:
+        frames, offsets = data["frames"], data["offsets"]
+    return [frames[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def load_works_index(index_dir: str | Path, expected_signature: str | None = None) -> tuple[Any, dict[str, str], list[str], np.ndarray]:
@@ -94,6 +116,7 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
     works = read_json(index_dir / WORKS_FILE)
     hashes = read_json(index_dir / HASHES_FILE)
     vectors = np.load(index_dir / VECTORS_FILE)
+    chroma = load_chroma(index_dir)
     rows = [{"ref": r["ref"], "work_id": works[r["ref"]], "content_hash": hashes[r["ref"]],
              "duration_s": r["duration_s"]} for r in refs]
     known_hashes = {h: ref for ref, h in hashes.items()}
@@ -109,7 +132,7 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
             report["duplicates"].append({"track_id": item["track_id"], "same_as": item["track_id"]})
             continue
         try:
-            vector = loaded.embed_path(item["path"], max_duration_s)
+            vector, item_chroma = loaded.analyse_path(item["path"], max_duration_s)
         except DecodeError as exc:
             report["quarantined"].append({"track_id": item["track_id"], "path": item["path"],
                                           "reason": f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason})
@@ -118,10 +141,11 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
             report["quarantined"].append({"track_id": item["track_id"], "path": item["path"], "reason": str(exc)})
             continue
         new_vectors.append(vector)
+        chroma.append(item_chroma)
         rows.append({"ref": item["track_id"], "work_id": item["work_id"], "content_hash": digest, "duration_s": 0.0})
         known_hashes[digest], known_refs = item["track_id"], known_refs | {item["track_id"]}
         report["added"].append({"track_id": item["track_id"], "work_id": item["work_id"]})
     if new_vectors:
         vectors = np.concatenate([vectors, np.stack(new_vectors)])
-    report["meta"] = write_works_index(out_dir, vectors, rows, loaded.signature, loaded.sample_rate, cfg)
+    report["meta"] = write_works_index(out_dir, vectors, rows, loaded.signature, loaded.sample_rate, cfg, chroma)
     return report

@@ -79,10 +79,16 @@ class LoadedWorkModel:
         return self.embed_frames(self.extractor()(signal), what)
 
     def embed_path(self, path: str | Path, max_duration_s: float = 300.0) -> np.ndarray:
+        return self.analyse_path(path, max_duration_s)[0]
+
+    def analyse_path(self, path: str | Path, max_duration_s: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embedding, folded chroma frames) from one decode and one CQT: what identify aligns on."""
+        from musicid.families.works.align import fold_chroma
         from musicid.families.works.features import performance_signal
 
         signal = performance_signal(path, self.features.model_copy(update={"max_duration_s": max_duration_s}))
-        return self.embed_signal(signal, str(path))
+        frames = self.extractor()(signal)
+        return self.embed_frames(frames, str(path)), fold_chroma(frames, self.features.bins_per_octave)
 
     def embed_segments(self, signal: np.ndarray, hop_s: float, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
         frames = self.extractor()(signal)

@@ -73,6 +73,7 @@ def _performances() -> Any:
 
 
 def index(params: Params, workers: int | None = None) -> None:
+    from musicid.families.works.align import fold_chroma
     from musicid.families.works.evaluate import embed_frames
     from musicid.families.works.index import write_works_index
     from musicid.families.works.io import load_model
@@ -86,7 +87,8 @@ def index(params: Params, workers: int | None = None) -> None:
     vectors = embed_frames(loaded.model, [perf.frames[i] for i in kept], loaded.device, loaded.spec.min_frames)
     refs = [{"ref": perf.track_ids[i], "work_id": perf.work_ids[i], "content_hash": catalog[perf.track_ids[i]]["content_hash"],
              "duration_s": catalog[perf.track_ids[i]]["duration_s"]} for i in kept]
-    meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index)
+    chroma = [fold_chroma(perf.frames[i], loaded.features.bins_per_octave) for i in kept]
+    meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index, chroma)
     print(f"works-index: {meta['n_refs']} performances of {meta['works']} works ({meta['kind']}) → {INDEX}")
 
 
@@ -112,7 +114,7 @@ def evaluate(params: Params, workers: int | None = None) -> None:
                    parent_stage="works-train", family="works") as run:
         with atomic_dir(EVAL_REPORT) as staging:
             summary = write_evaluation(staging, perf, embeddings, list(cfg.evaluate.testsets), loaded.signature,
-                                       latency, cfg.evaluate.tsne)
+                                       latency, cfg.evaluate.tsne, cfg.identify.rerank, loaded.features.bins_per_octave)
         run.log_metrics(flat_metrics(summary["testsets"]) | {"latency_p50_ms": summary["latency_ms"]["p50"],
                                                              "latency_p95_ms": summary["latency_ms"]["p95"]})
         for name in ("metrics.json", "tsne.png"):
@@ -126,6 +128,9 @@ def format_table(summary: dict[str, Any]) -> str:
         cells = [m.get(k) for k in ("mAP", "MR1", "top1", "top10")]
         lines.append(f"{name:<14}{m.get('queries', 0):>8}" + "".join(
             f"{'–':>8}" if c is None else f"{c:>8.3f}" for c in cells))
+        if "embedding_only" in m:
+            first = m["embedding_only"]
+            lines.append(f"{'  embedding':<14}{'':>8}" + "".join(f"{first[k]:>8.3f}" for k in ("mAP", "MR1", "top1", "top10")))
     lines.append(f"latency p50 {summary['latency_ms']['p50']:.0f} ms / p95 {summary['latency_ms']['p95']:.0f} ms per query")
     return "\n".join(lines)
 

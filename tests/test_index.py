@@ -75,11 +75,11 @@ def _count_embeds(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None
     """Wrap our per-ref embed helper: record calls, optionally crash after `fail_after` of them."""
     calls: list[str] = []
 
-    def wrapped(loaded, path, cfg):
+    def wrapped(loaded, path, cfg, decoded):
         if fail_after is not None and len(calls) >= fail_after:
             raise SimulatedCrash(f"crash after {fail_after} refs")
         calls.append(Path(path).name)
-        return REAL_EMBED_REF(loaded, path, cfg)
+        return REAL_EMBED_REF(loaded, path, cfg, decoded)
 
     monkeypatch.setattr(build_module, "_embed_ref", wrapped)
     return calls
@@ -102,7 +102,7 @@ def test_flat_build_writes_everything(models, ref_folder: Path, tmp_path: Path) 
     cfg = IndexConfig(hop_s=0.5)
     meta = build_index(refs, loaded, tmp_path / "index", cfg, progress=False)
     out = tmp_path / "index"
-    assert sorted(p.name for p in out.iterdir()) == ["ids.npz", "index.faiss", "meta.json", "refs.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["density.npy", "ids.npz", "index.faiss", "meta.json", "refs.json"]
     assert not partial_dir(out).exists()
     assert json.loads((out / "meta.json").read_text()) == meta
     for key in ("model_signature", "embedding_dim", "hop_s", "sample_rate", "kind", "n_vectors", "n_refs", "hours",
@@ -130,6 +130,29 @@ def test_flat_build_writes_everything(models, ref_folder: Path, tmp_path: Path) 
     scores, tracks, offsets = index.search(stored[:1], meta["n_vectors"] + 3)
     assert (tracks[0, -3:] == -1).all() and np.isneginf(scores[0, -3:]).all() and np.isnan(offsets[0, -3:]).all()
     assert (tracks[0, :-3] >= 0).all()
+
+
+def test_density_exclusion_and_hub_penalty(models, ref_folder: Path, tmp_path: Path) -> None:
+    refs = index_refs_from_folder(ref_folder)
+    build_index(refs, models["a"], tmp_path / "index", IndexConfig(hop_s=0.5, decode_workers=0), progress=False)
+    index = load_index(tmp_path / "index")
+    stored = index.index.reconstruct_n(0, index.n_vectors)
+    # density: each segment's mean similarity to its 10 nearest segments of other tracks
+    own = index.vector_ids(0)
+    others = np.flatnonzero(index.track_index != 0)
+    nearest = np.sort(stored[own] @ stored[others].T, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(index.density[own], nearest.mean(axis=1), atol=2e-3)  # stored as float16
+    # a search that leaves track 0 out never returns it, and returns the same as an index without it
+    scores, tracks, _ = index.search(stored[own], 5, exclude_track=0)
+    assert (tracks != 0).all()
+    np.testing.assert_allclose(scores, np.sort(stored[own] @ stored[others].T, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    # the hub penalty lowers hits on dense segments and raises hits on sparse ones, by penalty × excess
+    plain, tracks, _ = index.search(stored[:3], 4)
+    discounted, same_tracks, _ = index.search(stored[:3], 4, hub_penalty=0.5)
+    ids = index.index.search(stored[:3], 4)[1]
+    excess = index.density[ids] - index.meta["density_median"]
+    np.testing.assert_allclose(discounted, plain - 0.5 * excess, atol=1e-5)
+    assert (same_tracks == tracks).all()
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])

@@ -11,6 +11,7 @@ import pytest
 
 from e2e_repo import STAGES, WORKS_STAGES, make_repo
 from musicid.families import FAMILY_NAMES
+from musicid.families.fingerprint.open_set import OpenSetThreshold
 from e2e_repo import env_for as _env
 from e2e_repo import run as _run
 from e2e_repo import set_params as _set_params
@@ -120,6 +121,12 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     metrics = json.loads((repo / "reports/fingerprint/eval/metrics.json").read_text())
     assert metrics["queries"] == 4 * 2 and set(metrics["by_condition"]) == {"noise", "speed"}
     assert 0.0 <= metrics["main"]["top1"] <= 1.0 and metrics["latency_ms"]["p95"] > 0
+    # open set: every query also answered with its own track left out; the threshold lets ≤ 1 % through
+    open_set = metrics["open_set"]
+    rows = [json.loads(line) for line in (repo / "reports/fingerprint/eval/queries.jsonl").read_text().splitlines()]
+    curve = OpenSetThreshold.from_dict(open_set)
+    assert open_set["negatives"] == len(rows) == 8 and open_set["target_fpr"] == 0.01
+    assert open_set["fpr"] <= 0.01 and all(row["impostor_score"] < curve.at(row["segments"]) for row in rows)
     model_config = json.loads((repo / "models/fingerprint/config.json").read_text())
     assert model_config["family"] == "fingerprint"
     assert json.loads((repo / "data/index/fingerprint/meta.json").read_text())["model_signature"] == model_config["signature"]
@@ -136,7 +143,12 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     sf.write(tmp_path / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)
     line = json.loads(_run(["musicid", "identify", str(tmp_path / "clip.wav"), "--json"], repo, env, stdout_only=True))
     assert line["query"] == str(tmp_path / "clip.wav") and line["matches"]
-    assert {"ref", "score", "offset_s"} <= set(line["matches"][0])
+    assert {"ref", "score", "offset_s", "matched"} <= set(line["matches"][0])
+    # the threshold came with the registered bundle: the one the evaluation calibrated for this length
+    assert line["min_score"] in open_set["min_scores"] and line["matched"] == (line["matches"][0]["score"] >= line["min_score"])
+    forced = json.loads(_run(["musicid", "identify", str(tmp_path / "clip.wav"), "--json", "--min-score", "1.01"],
+                             repo, env, stdout_only=True))
+    assert forced["matched"] is False and forced["matches"] == [m | {"matched": False} for m in line["matches"]]
 
     # the report stage wrote the release documents and registered the model (alias candidate)
     card = (repo / "reports/fingerprint/model-card.md").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from musicid.errors import ConfigError
 
@@ -188,6 +188,8 @@ class IndexConfig(VectorIndexConfig):
     hop_s: float = Field(0.5, gt=0)
     checkpoint_every_refs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
+    decode_workers: int = Field(1, ge=0)  # processes decoding ahead while the model embeds (0 = in-process)
+    density_neighbors: int = Field(10, ge=0)  # per segment: neighbours of other tracks averaged for hub discounting (0 = none)
 
 
 class IdentifyConfig(Section):
@@ -197,6 +199,19 @@ class IdentifyConfig(Section):
     neighbors: int = Field(20, ge=1)
     top: int = Field(5, ge=1)
     offset_bin_s: float = Field(0.5, gt=0)
+    # open set: a best match scoring below this is "not in the catalog" (null: the threshold that
+    # fingerprint-evaluate calibrated for the model, carried by its registered bundle)
+    min_score: float | None = None
+    hub_penalty: float = Field(0.0, ge=0.0)  # hit similarity − penalty × (segment density − median): hubs discounted
+    # resampling factors tried per query, best answer kept (1.0 = as heard; 1.0595 undoes +1 semitone / +6 % speed)
+    warps: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @field_validator("warps")
+    @classmethod
+    def _warps_start_as_heard(cls, value: list[float]) -> list[float]:
+        if value[0] != 1.0 or any(not 0.5 <= w <= 2.0 for w in value):
+            raise ValueError("warps must start with 1.0 (the query as heard) and lie in [0.5, 2.0]")
+        return value
 
 
 class EvaluateConfig(Section):
@@ -210,6 +225,7 @@ class EvaluateConfig(Section):
     snr_db_max: float = 10.0
     max_queries: int = Field(0, ge=0)  # 0 = every planned query
     offset_tolerance_s: float = Field(0.5, gt=0)
+    target_fpr: float = Field(0.01, gt=0.0, lt=1.0)  # open-set threshold: share of out-of-catalog queries let through
 
 
 GATE_METRIC = r"^[A-Za-z][A-Za-z0-9_.]*$"

@@ -107,16 +107,18 @@ def default_model_uri(params_path: str, family: str = "fingerprint") -> tuple[st
 
 @contextlib.contextmanager
 def resolved_model(value: str | None, params_path: str, family: str = "fingerprint",
-                   env: tuple[str, ...] = (MODEL_URI_ENV,)) -> Iterator[tuple[Path, Path | None, str]]:
-    """(model folder, bundled index or None, description) for --model / $MUSICID_MODEL_URI / the champion.
+                   env: tuple[str, ...] = (MODEL_URI_ENV,)) -> Iterator[tuple[Path, Path | None, str, dict[str, Any]]]:
+    """(model folder, bundled index or None, description, bundle settings) for --model /
+    $MUSICID_MODEL_URI / the champion.
 
-    A `models:/` URI is downloaded from the MLflow registry (with its bundled index); anything
-    else is a model folder. Only the default champion falls back to the newest candidate.
+    A `models:/` URI is downloaded from the MLflow registry (with its bundled index and the
+    settings registered with it, e.g. a calibrated threshold); anything else is a model folder
+    (settings {}). Only the default champion falls back to the newest candidate.
     """
     champion, candidate = default_model_uri(params_path, family)
     uri = value or next((os.environ[name] for name in env if os.environ.get(name)), None) or champion
     if not uri.startswith("models:/"):
-        yield Path(uri), None, uri
+        yield Path(uri), None, uri, {}
         return
     from musicid.tracking import fetch
 
@@ -125,7 +127,8 @@ def resolved_model(value: str | None, params_path: str, family: str = "fingerpri
         click.echo(fetched.warning, err=True)
     try:
         version = fetched.version
-        yield fetched.model_dir, fetched.index_dir, f"{uri} (version {version.version}, signature {version.signature})"
+        yield (fetched.model_dir, fetched.index_dir, f"{uri} (version {version.version}, signature {version.signature})",
+               fetched.settings)
     finally:
         fetched.cleanup()
 

@@ -72,8 +72,8 @@ def works_identify(queries: tuple[str, ...], index_dir: str | None, model: str |
     from musicid.families.works.identify import WorkIdentifier
 
     _log_to_stderr()
-    cfg = load_params_or_defaults(params_path).works.identify
-    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, bundled, described):
+    cfg = with_rerank_top(load_params_or_defaults(params_path).works.identify, rerank_top)
+    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, bundled, described, _settings):
         index_path = index_dir or bundled or DEFAULT_INDEX
         click.echo(f"model: {described}; index: {index_dir or ('registered with the model' if bundled else index_path)}",
                    err=True)
@@ -127,7 +127,7 @@ def works_add(folder: str, csv_path: str | None, index_dir: str, out_dir: str, m
     _log_to_stderr()
     params = load_params_or_defaults(params_path)
     items = read_collection(folder, csv_path)
-    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, bundled, described):
+    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, bundled, described, _settings):
         click.echo(f"model: {described}", err=True)
         loaded = load_model(model_dir, params.works.index.device)
     report = add_performances(index_dir, out_dir, loaded, items, params.works.index)
@@ -166,10 +166,11 @@ def works_evaluate_folder(folder: str, csv_path: str | None, only_works: str | N
     _log_to_stderr()
     params = load_params_or_defaults(params_path)
     tracks = read_collection(folder, csv_path, read_work_list(only_works))
-    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, _, described):
+    with resolved_model(model, params_path, family="works", env=ENVS) as (model_dir, _, described, _settings):
         click.echo(f"model: {described}", err=True)
         loaded = load_model(model_dir, params.works.index.device)
-    result = evaluate_collection(loaded, tracks, progress=sys.stderr.isatty())
+    rerank = with_rerank_top(params.works.identify, rerank_top).rerank
+    result = evaluate_collection(loaded, tracks, progress=sys.stderr.isatty(), rerank=rerank)
     result |= {"model_signature": loaded.signature}
     if as_json:
         click.echo(json.dumps(result))

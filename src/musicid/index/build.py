@@ -22,9 +22,9 @@ import json
 import logging
 import math
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import faiss
 import numpy as np
@@ -57,6 +57,7 @@ IDS_FILE = "ids.npz"
 REFS_FILE = "refs.json"
 META_FILE = "meta.json"
 PROGRESS_FILE = "progress.json"
+DENSITY_FILE = "density.npy"  # per segment: mean similarity to its nearest segments of other references
 PARTIAL_SUFFIX = ".partial"
 # faiss k-means wants at least this many training points per centroid (it warns below it).
 MIN_POINTS_PER_CENTROID = 39
@@ -107,15 +108,42 @@ def index_refs_from_manifest(manifest_jsonl: str | Path, audio_root: str | Path)
 # --- embedding with checkpoints -----------------------------------------------------------------
 
 
-def _embed_ref(loaded: Embedder, path: Path, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray, float]:
-    """Decode one reference and embed it: (embeddings (n, dim), starts_s (n,), duration_s).
+def _decode_ref(job: tuple[str, int]) -> tuple[np.ndarray | None, float, tuple[str, str] | None]:
+    """(mono signal at the model rate, duration_s, None) or (None, 0, (reason, detail)); runs in a worker."""
+    path, sample_rate = job
+    try:
+        audio = decode(path)
+    except DecodeError as exc:
+        return None, 0.0, (exc.reason, exc.detail)
+    return to_model_rate(audio.samples, audio.sample_rate, sample_rate), float(audio.duration_s), None
 
-    Raises DecodeError for files that cannot be decoded.
-    """
-    audio = decode(path)
-    signal = to_model_rate(audio.samples, audio.sample_rate, loaded.sample_rate)
+
+def _embed_ref(loaded: Embedder, path: Path, cfg: IndexConfig,
+               decoded: tuple[np.ndarray | None, float, tuple[str, str] | None]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Embed one decoded reference: (embeddings (n, dim), starts_s (n,), duration_s); DecodeError if it failed."""
+    signal, duration, failure = decoded
+    if failure is not None:
+        raise DecodeError(*failure)
     embeddings, starts = loaded.embed_segments(signal, cfg.hop_s, cfg.batch_size)
-    return embeddings, starts, float(audio.duration_s)
+    return embeddings, starts, duration
+
+
+def _decoded(jobs: list[tuple[str, int]], workers: int) -> Iterator[tuple[np.ndarray | None, float, tuple[str, str] | None]]:
+    """Decoded references in order. With workers, decoding runs ahead in worker processes (a bounded
+    window, so memory stays flat) while the caller embeds: decode + resample dominate otherwise."""
+    if workers <= 0:
+        yield from map(_decode_ref, jobs)
+        return
+    from musicid.parallel import process_pool
+
+    ahead = 2 * workers
+    with process_pool(workers) as pool:
+        pending = deque(pool.submit(_decode_ref, job) for job in jobs[:ahead])
+        for job in jobs[ahead:]:
+            yield pending.popleft().result()
+            pending.append(pool.submit(_decode_ref, job))
+        while pending:
+            yield pending.popleft().result()
 
 
 def _refs_digest(names: list[str]) -> str:
@@ -226,11 +254,12 @@ def embed_refs(
         write_json(partial / PROGRESS_FILE, {**header, "parts": parts})  # the part counts once listed
         buffer.clear()
 
+    jobs = [(str(refs[i][1]), int(loaded.sample_rate)) for i in pending]
     with tqdm(total=len(refs), initial=len(done), desc="index: embed refs", unit="ref", disable=not progress) as bar:
-        for i in pending:
+        for i, decoded in zip(pending, _decoded(jobs, cfg.decode_workers)):
             name, path = refs[i]
             try:
-                embeddings, starts, duration = _embed_ref(loaded, Path(path), cfg)
+                embeddings, starts, duration = _embed_ref(loaded, Path(path), cfg, decoded)
             except DecodeError as exc:
                 log.warning("index: skipping %s (%s): %s", name, path, exc)
                 skipped.append({"ref": name, "path": str(path), "reason": exc.reason, "detail": exc.detail})
@@ -302,6 +331,28 @@ def _training_sample(partial: Path, parts: list[str], n_vectors: int, cfg: Index
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
 
 
+def segment_density(index: faiss.Index, vectors: np.ndarray, track_index: np.ndarray, k: int,
+                    progress: bool = True) -> np.ndarray:
+    """Per indexed segment: mean similarity to its k nearest segments of *other* references.
+
+    Why: a hub is a reference whose segments sit where many other tracks' segments are (quiet,
+    stationary or generic passages); degraded queries land on them. Knowing each segment's
+    neighbourhood density lets search discount hits on dense segments (CSLS, Lample et al. 2018).
+    """
+    density = np.zeros(len(vectors), dtype=np.float32)
+    ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
+    order = np.argsort(track_index, kind="stable")
+    bounds = np.flatnonzero(np.diff(track_index[order])) + 1
+    for ids in tqdm(np.split(order, bounds), desc="index: segment density", unit="ref", disable=not progress):
+        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(ids.astype(np.int64)))
+        params = (faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe) if ivf is not None
+                  else faiss.SearchParameters(sel=selector))
+        scores, found = index.search(np.ascontiguousarray(vectors[ids]), k, params=params)
+        scores = np.where(found >= 0, scores, np.nan)
+        density[ids] = np.nan_to_num(np.nanmean(scores, axis=1), nan=0.0) if scores.size else 0.0
+    return density
+
+
 def build_index(
     refs: list[tuple[str, Path]], loaded: Embedder, out_dir: str | Path, cfg: IndexConfig, progress: bool = True
 ) -> dict[str, Any]:
@@ -341,6 +392,12 @@ def build_index(
         index.add(np.ascontiguousarray(part["embeddings"], dtype=np.float32))
         track_index.append(compact[part["ref_index"]].astype(np.int32))
         offset_s.append(part["offset_s"].astype(np.float32))
+    density = None
+    if cfg.density_neighbors > 0 and len(done_arr) > 1:
+        if ivf := (faiss.try_extract_index_ivf(index) if cfg.kind != "flat" else None):
+            ivf.nprobe = used.get("nprobe", cfg.nprobe)
+        vectors = np.concatenate([part["embeddings"] for part in _iter_parts(partial, parts)]).astype(np.float32)
+        density = segment_density(index, vectors, np.concatenate(track_index), cfg.density_neighbors, progress)
 
     meta = {
         "model_signature": loaded.signature,
@@ -362,6 +419,9 @@ def build_index(
         with (staging / IDS_FILE).open("wb") as handle:
             np.savez(handle, track_index=np.concatenate(track_index), offset_s=np.concatenate(offset_s))
         write_json(staging / REFS_FILE, ref_rows)
+        if density is not None:
+            np.save(staging / DENSITY_FILE, density.astype(np.float16))
+            meta |= {"density_neighbors": cfg.density_neighbors, "density_median": round(float(np.median(density)), 6)}
         write_json(staging / META_FILE, meta)
     shutil.rmtree(partial, ignore_errors=True)
     return meta

@@ -12,7 +12,7 @@ import numpy as np
 
 from musicid.fsutil import read_json
 from musicid.index.build import (
-    IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError,
+    DENSITY_FILE, IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError,
 )
 
 REQUIRED_META = ("model_signature", "embedding_dim", "hop_s", "sample_rate", "kind", "n_vectors", "n_refs")
@@ -28,6 +28,7 @@ class RefIndex:
     refs: list[dict[str, Any]]
     meta: dict[str, Any]
     path: Path = field(default_factory=Path)
+    density: np.ndarray | None = None  # (n_vectors,) per segment, see build.segment_density
 
     @property
     def signature(self) -> str:
@@ -41,12 +42,21 @@ class RefIndex:
     def n_vectors(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def vector_ids(self, track: int) -> np.ndarray:
+        """FAISS ids of one reference's segments."""
+        return np.flatnonzero(self.track_index == track).astype(np.int64)
+
+    def search(self, embeddings: np.ndarray, k: int, exclude_track: int | None = None,
+               hub_penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """k nearest reference segments per row (inner product, best first).
 
         Returns (scores float32 (n, k), track_index int64 (n, k), offset_s float32 (n, k)). Where
         FAISS has fewer than k results (small index, IVF cells probed) the slot is masked:
-        score -inf, track_index -1, offset_s NaN.
+        score -inf, track_index -1, offset_s NaN. `exclude_track` searches as if that reference
+        were not in the index (FAISS skips its ids): how evaluation asks "what does a query from
+        a track outside the catalog score?". `hub_penalty` lowers each hit by that much times its
+        segment's density above the index's median (hits on hub segments count less); it needs
+        an index built with density (index.density_neighbors > 0).
         """
         queries = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
         if queries.shape[1] != self.embedding_dim:
@@ -57,11 +67,21 @@ class RefIndex:
         if len(queries) == 0:
             empty = np.zeros((0, k))
             return empty.astype(np.float32), empty.astype(np.int64), empty.astype(np.float32)
-        scores, ids = self.index.search(queries, k)
+        if exclude_track is None:
+            scores, ids = self.index.search(queries, k)
+        else:
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.vector_ids(exclude_track)))
+            ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
+            params = (faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe) if ivf is not None
+                      else faiss.SearchParameters(sel=selector))
+            scores, ids = self.index.search(queries, k, params=params)
         valid = ids >= 0
         safe = np.where(valid, ids, 0)
         tracks = np.where(valid, self.track_index[safe], -1).astype(np.int64)
         offsets = np.where(valid, self.offset_s[safe], np.nan).astype(np.float32)
+        if hub_penalty and self.density is not None:
+            excess = self.density[safe] - np.float32(self.meta.get("density_median", 0.0))
+            scores = scores - np.float32(hub_penalty) * excess
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
         return scores, tracks, offsets
 
@@ -124,4 +144,9 @@ def load_index(index_dir: str | Path, expected_signature: str | None = None, npr
     ivf = faiss.try_extract_index_ivf(index)  # None for a flat index: nothing to probe
     if ivf is not None:
         ivf.nprobe = int(max(1, min(nprobe or meta.get("nprobe") or 1, ivf.nlist)))
-    return RefIndex(index, track_index, offset_s, refs, meta, path)
+    density = None
+    if (path / DENSITY_FILE).is_file():
+        density = np.load(path / DENSITY_FILE).astype(np.float32)
+        if len(density) != index.ntotal:
+            raise RefIndexError(f"{path / DENSITY_FILE}: {len(density)} densities for {index.ntotal} vectors")
+    return RefIndex(index, track_index, offset_s, refs, meta, path, density)

@@ -11,7 +11,7 @@ import hashlib
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,7 @@ class FetchedModel:
     index_dir: Path | None
     _scratch: tempfile.TemporaryDirectory
     warning: str = ""  # set when the requested alias was missing and the fallback alias was used
+    settings: dict[str, Any] = field(default_factory=dict)  # the bundle's settings.json (its predictor's config)
 
     def cleanup(self) -> None:
         self._scratch.cleanup()
@@ -300,7 +301,10 @@ def fetch(uri: str, fallback_alias: str | None = None) -> FetchedModel:
         scratch.cleanup()
         raise TrackingError(f"{uri} (version {info.version}): its artifacts hold no musicid model "
                             f"(artifact store moved or deleted, or not a musicid bundle)")
-    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning)
+    settings_dir = _artifact_dir(local, SETTINGS_ARTIFACT)
+    settings_file = settings_dir if settings_dir.is_file() else settings_dir / "settings.json"
+    settings = read_json(settings_file) if settings_file.is_file() else {}
+    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning, settings)
 
 
 def _artifact_dir(model_root: Path, name: str) -> Path:

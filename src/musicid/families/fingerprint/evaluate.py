@@ -6,7 +6,7 @@ import csv
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,10 +15,19 @@ from tqdm import tqdm
 from musicid.audio import decode, to_model_rate
 from musicid.audio.augment import NoiseBank
 from musicid.config import EvaluateConfig
+from musicid.families.fingerprint.open_set import OpenSetThreshold
 from musicid.families.fingerprint.queries import APART_CONDITIONS, MAIN_CONDITIONS, NOISE_KINDS, render_query
 from musicid.fsutil import atomic_file, write_json
 
-Identify = Callable[[np.ndarray], list[dict[str, Any]]]
+
+
+class Matcher(Protocol):
+    """What evaluation needs of an identifier: embed once (a Query with .segments), match with and
+    without the true track."""
+
+    def query_embeddings(self, signal: np.ndarray) -> Any: ...
+
+    def match(self, query: Any, top: int | None = None, exclude_track: int | None = None) -> list[dict[str, Any]]: ...
 
 
 def select_queries(planned: list[dict[str, Any]], cfg: EvaluateConfig) -> list[dict[str, Any]]:
@@ -33,8 +42,46 @@ def _rate(hits: list[bool]) -> float:
     return round(float(np.mean(hits)), 4) if hits else 0.0
 
 
-def summarize(rows: list[dict[str, Any]], conditions: list[str]) -> dict[str, Any]:
-    """Top-1/top-5 per length × condition, main-condition aggregates, offsets and latency."""
+def calibrate(rows: list[dict[str, Any]], target_fpr: float) -> dict[str, Any] | None:
+    """The open-set threshold curve and what it does, per query length.
+
+    Negatives: every query answered with its own track left out of the index (impostor_score).
+    The curve (OpenSetThreshold) lets at most `target_fpr` of them through at each length; FPR
+    and TPR (top-1 right *and* above the threshold; main conditions) are reported per length.
+    """
+    negatives = [r for r in rows if r.get("impostor_score") is not None]
+    if not negatives:
+        return None
+    lengths = sorted({r["duration_s"] for r in rows})
+    curve = OpenSetThreshold.fit(
+        [np.array([r["impostor_score"] for r in negatives if r["duration_s"] == length]) for length in lengths],
+        [float(np.mean([r.get("segments", 1) for r in negatives if r["duration_s"] == length])) for length in lengths],
+        target_fpr)
+    main = [r for r in rows if r["condition"] in MAIN_CONDITIONS]
+
+    def rates(selected: list[dict[str, Any]], in_main: list[dict[str, Any]]) -> dict[str, Any]:
+        outside = [r for r in selected if r.get("impostor_score") is not None]
+        accepted = [bool(r["top1"] and r["score"] is not None and r["score"] >= curve.at(r.get("segments", 1)))
+                    for r in in_main]
+        return {"fpr": _rate([r["impostor_score"] >= curve.at(r.get("segments", 1)) for r in outside]),
+                "tpr": _rate(accepted), "negatives": len(outside), "positives": len(in_main)}
+
+    by_length = {f"{length:g}s": rates([r for r in rows if r["duration_s"] == length],
+                                       [r for r in main if r["duration_s"] == length]) for length in lengths}
+    by_condition = {
+        condition: {f"{length:g}s": rates([r for r in rows if r["condition"] == condition and r["duration_s"] == length],
+                                          [r for r in rows if r["condition"] == condition and r["duration_s"] == length])
+                    for length in lengths}
+        for condition in sorted({r["condition"] for r in rows})
+    }
+    thresholds = {f"{length:g}s": round(curve.at(np.mean([r.get("segments", 1) for r in negatives if r["duration_s"] == length])), 6)
+                  for length in lengths}
+    return {"target_fpr": target_fpr, **curve.to_dict(), "threshold_by_length": thresholds, **rates(rows, main),
+            "by_length": by_length, "by_condition": by_condition}
+
+
+def summarize(rows: list[dict[str, Any]], conditions: list[str], target_fpr: float | None = None) -> dict[str, Any]:
+    """Top-1/top-5 per length × condition, main-condition aggregates, offsets, latency and the open-set threshold."""
     by_cell: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_cell[(row["condition"], row["duration_s"])].append(row)
@@ -69,17 +116,20 @@ def summarize(rows: list[dict[str, Any]], conditions: list[str]) -> dict[str, An
         "offset_median_error_s": round(float(np.median([r["offset_error_s"] for r in hits])), 3) if hits else None,
         "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 2), "p95": round(float(np.percentile(latencies, 95)), 2)},
         "errors": sum(1 for r in rows if r.get("error")),
+        "open_set": calibrate(rows, target_fpr) if target_fpr is not None else None,
     }
 
 
 def evaluate_queries(
-    planned: list[dict[str, Any]], audio_root: Path, identify: Identify, sample_rate: int, cfg: EvaluateConfig,
-    music_bed: torch.Tensor, progress: bool = True,
+    planned: list[dict[str, Any]], audio_root: Path, matcher: Matcher, sample_rate: int, cfg: EvaluateConfig,
+    music_bed: torch.Tensor, progress: bool = True, ref_positions: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Render each (query, condition), identify it, and record hit/offset/latency per query.
 
     `music_bed` (1, n) at `sample_rate` is the background music of the noise conditions: music that
-    is in no index (the stage renders one with the synthesiser).
+    is in no index (the stage renders one with the synthesiser). With `ref_positions` (ref name →
+    index position) every query is also answered as if its track were not indexed; its best score
+    then ("impostor_score") is what an out-of-catalog query of that length and condition scores.
     """
     queries = select_queries(planned, cfg)
     bank = NoiseBank(sample_rate, tuple(k for k in NOISE_KINDS if k != "music"), seed=cfg.seed + 101)
@@ -97,8 +147,13 @@ def evaluate_queries(
                     (cfg.snr_db_min, cfg.snr_db_max), bank, seed=cfg.seed * 1_000_003 + q_index * 17 + c_index, music_bed=music_bed,
                 )
                 began = time.perf_counter()
-                matches = identify(signal)
+                views = matcher.query_embeddings(signal)
+                matches = matcher.match(views)
                 latency = (time.perf_counter() - began) * 1000
+                impostor = None
+                if ref_positions is not None and query["track_id"] in ref_positions:
+                    outside = matcher.match(views, top=1, exclude_track=ref_positions[query["track_id"]])
+                    impostor = outside[0]["score"] if outside else 0.0
                 refs = [m["ref"] for m in matches]
                 top1 = bool(refs) and refs[0] == query["track_id"]
                 offset_error = abs(matches[0]["offset_s"] - query["start_s"]) if top1 else None
@@ -109,7 +164,7 @@ def evaluate_queries(
                     "offset_s": matches[0]["offset_s"] if matches else None,
                     "offset_error_s": round(offset_error, 3) if offset_error is not None else None,
                     "offset_ok": offset_error is not None and offset_error <= cfg.offset_tolerance_s,
-                    "latency_ms": round(latency, 2),
+                    "latency_ms": round(latency, 2), "impostor_score": impostor, "segments": views.segments,
                 })
                 bar.update()
     return rows
@@ -172,4 +227,11 @@ def key_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     for condition, cells in metrics["by_condition"].items():
         for length, cell in cells.items():
             flat[f"{condition}_top1_{length}"] = cell["top1"]
+    open_set = metrics.get("open_set")
+    if open_set:
+        flat |= {"open_set_fpr": open_set["fpr"], "open_set_tpr": open_set["tpr"]}
+        for length, cell in open_set["by_length"].items():
+            flat[f"tpr_at_fpr_{length}"] = cell["tpr"]
+            flat[f"fpr_{length}"] = cell["fpr"]
+            flat[f"min_score_{length}"] = open_set["threshold_by_length"][length]
     return {name: float(value) for name, value in flat.items() if value is not None}

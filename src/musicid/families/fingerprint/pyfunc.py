@@ -31,7 +31,7 @@ with warnings.catch_warnings(record=True):
             settings = read_json(context.artifacts[SETTINGS_ARTIFACT])
             self.identifier = Identifier.load(
                 context.artifacts[MODEL_ARTIFACT], context.artifacts[INDEX_ARTIFACT],
-                IdentifyConfig(**settings.get("identify", {})),
+                IdentifyConfig(**settings.get("identify", {})), open_set=settings.get("open_set"),
             )
 
         def predict(self, context, model_input, params=None):  # untyped: the input schema is logged explicitly

@@ -95,11 +95,12 @@ def evaluate(params: Params, workers: int | None = None) -> None:
     logged = sections(params, "shards", "model", "train", "index", "identify", "evaluate")
     with stage_run("fingerprint-evaluate", params.tracking, logged, signature=loaded.signature,
                    parent_stage="fingerprint-train", family="fingerprint") as run:
+        positions = {ref["ref"]: i for i, ref in enumerate(identifier.index.refs)}
         rows = evaluate_queries(
-            read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier.identify_signal, loaded.spec.sample_rate,
-            params.fingerprint.evaluate, music_bed(loaded.spec.sample_rate),
+            read_jsonl(MANIFESTS / "queries.jsonl"), INGESTED, identifier, loaded.spec.sample_rate,
+            params.fingerprint.evaluate, music_bed(loaded.spec.sample_rate), ref_positions=positions,
         )
-        metrics = summarize(rows, list(params.fingerprint.evaluate.conditions))
+        metrics = summarize(rows, list(params.fingerprint.evaluate.conditions), params.fingerprint.evaluate.target_fpr)
         metrics["model_signature"] = loaded.signature
         with atomic_dir(EVAL_REPORT) as staging:
             write_reports(rows, metrics, staging, list(params.fingerprint.evaluate.conditions))
@@ -119,10 +120,19 @@ def format_hit_table(metrics: dict) -> str:
         lines.append(f"{condition:<14}" + "".join(f"{cells[length]['top1']:>8.3f}" for length in lengths))
     lines.append(f"{'main (top-1)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top1']:>8.3f}" for l in lengths))
     lines.append(f"{'main (top-5)':<14}" + "".join(f"{metrics['main']['by_length'][l]['top5']:>8.3f}" for l in lengths))
+    open_set = metrics.get("open_set")
+    if open_set:
+        lines.append(f"{'min score':<14}" + "".join(f"{open_set['threshold_by_length'][l]:>8.3f}" for l in lengths))
+        lines.append(f"{'TPR @ FPR':<14}" + "".join(f"{open_set['by_length'][l]['tpr']:>8.3f}" for l in lengths))
+        lines.append(f"{'FPR':<14}" + "".join(f"{open_set['by_length'][l]['fpr']:>8.3f}" for l in lengths))
     lines.append(
         f"queries {metrics['queries']}, offset accuracy {metrics['offset_accuracy']:.3f}, "
         f"latency p50 {metrics['latency_ms']['p50']:.1f} ms / p95 {metrics['latency_ms']['p95']:.1f} ms"
     )
+    if open_set:
+        lines.append(f"open set: min score per length for FPR ≤ {open_set['target_fpr']:g} "
+                     f"(measured {open_set['fpr']:.4f} on {open_set['negatives']} out-of-catalog queries), "
+                     f"TPR {open_set['tpr']:.3f} on the main conditions")
     return "\n".join(lines)
 
 
@@ -157,6 +167,28 @@ def report(params: Params, workers: int | None = None) -> None:
         print("report: tracking.enabled is false: model not registered")
 
 
+def calibrated_open_set(signature: str) -> dict[str, Any] | None:
+    """The open-set threshold curve fingerprint-evaluate calibrated for the workspace's model and index, if any."""
+    from musicid.fsutil import read_json
+
+    path = EVAL_REPORT / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = read_json(path)
+    open_set = metrics.get("open_set")
+    if metrics.get("model_signature") != signature or not open_set:
+        return None
+    return {"segments": open_set["segments"], "min_scores": open_set["min_scores"], "target_fpr": open_set["target_fpr"]}
+
+
+def bundle_settings(params: Params) -> dict[str, Any]:
+    """What the registered bundle's predictor reads: fingerprint.identify and the calibrated open-set curve."""
+    from musicid.fsutil import read_json
+
+    return {"identify": params.fingerprint.identify.model_dump(),
+            "open_set": calibrated_open_set(read_json(MODEL / "config.json")["signature"])}
+
+
 def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
     """Register models/fingerprint (+ data/index/fingerprint) inside the active run, alias candidate; return the version."""
     from musicid.tracking import register_bundle
@@ -165,7 +197,7 @@ def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]
     from musicid.families.fingerprint import pyfunc_entry
 
     cfg = params.fingerprint
-    version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, {"identify": cfg.identify.model_dump()}, tags,
+    version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, bundle_settings(params), tags,
                                       pyfunc_entry.__file__, cfg.identify.top)
     name, alias = params.fingerprint.registry.model_name, params.fingerprint.registry.candidate_alias
     print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "

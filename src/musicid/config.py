@@ -188,7 +188,7 @@ class IndexConfig(VectorIndexConfig):
     hop_s: float = Field(0.5, gt=0)
     checkpoint_every_refs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
-    decode_workers: int = Field(1, ge=0)  # processes decoding ahead while the model embeds (0 = in-process)
+    decode_workers: int = Field(2, ge=0)  # processes decoding ahead while the model embeds (0 = in-process)
     density_neighbors: int = Field(10, ge=0)  # per segment: neighbours of other tracks averaged for hub discounting (0 = none)
 
 

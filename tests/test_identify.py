@@ -143,3 +143,39 @@ def test_cli_identify_json_good_and_corrupt(world: dict, tmp_path: Path, monkeyp
     result = CliRunner().invoke(main, ["identify", "good.wav", "--index", str(tmp_path / "nowhere"),
                                        "--model", str(world["root"] / "model")])
     assert result.exit_code == 2 and "index not found" in result.output
+
+
+def test_warps_find_a_faster_copy_and_thresholds_decide_matched(world: dict, tmp_path: Path) -> None:
+    from musicid.families.fingerprint.identifier import resample_by
+
+    # the excerpt played 5.95 % faster (a semitone up, like a tape); the warped view undoes it
+    fast = resample_by(_excerpt(world, "track2.wav", 2.0, 4.0), SR, 1 / 1.0595)
+    assert abs(len(fast) - 4.0 * SR / 1.0595) <= 2
+    plain = world["identifier"]
+    warped = Identifier(world["loaded"], plain.index, IdentifyConfig(warps=[1.0, 1.0595]))
+    views = warped.query_embeddings(fast)
+    assert len(views.views) == 2 and views.segments == len(plain.query_embeddings(fast).views[0][0])
+    assert len(views.views[1][0]) > views.segments  # the slowed view is longer: more segments
+    # each reference keeps its best view: the merged answer is the best of the views answered alone
+    from musicid.families.fingerprint.identifier import Query
+
+    alone = [warped.match(Query([view]), top=N_TRACKS) for view in views.views]
+    best = {}
+    for answer in alone:
+        for m in answer:
+            best[m["ref"]] = max(best.get(m["ref"], -1.0), m["score"])
+    merged = warped.match(views, top=N_TRACKS)
+    assert {m["ref"]: m["score"] for m in merged} == best
+    assert merged[0]["ref"] == "track2.wav" and abs(merged[0]["offset_s"] - 2.0) <= 0.5
+    # no threshold known: no "matched"; a calibrated curve or a flat min_score decides it
+    assert "matched" not in merged[0]
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, _excerpt(world, "track1.wav", 1.0, 3.0), SR)
+    curve = {"segments": [1.0, 9.0], "min_scores": [0.99, 0.5]}
+    calibrated = Identifier(world["loaded"], plain.index, IdentifyConfig(), open_set=curve).identify_path(clip)
+    queries = calibrated["matches"]
+    assert calibrated["min_score"] == 0.5 and calibrated["matched"] is (queries[0]["score"] >= 0.5)
+    strict = Identifier(world["loaded"], plain.index, IdentifyConfig(min_score=1.5), open_set=curve).identify_path(clip)
+    assert strict["min_score"] == 1.5 and strict["matched"] is False and not any(m["matched"] for m in strict["matches"])
+    with pytest.raises(ValueError, match="warps must start with 1.0"):
+        IdentifyConfig(warps=[1.05])

@@ -9,8 +9,19 @@ Reports build time, index bytes, bytes per hour of audio, latency p50/p95 and to
 Part 2 (`--model DIR`): embeds synthetic music with a trained fingerprinter and reports indexing
 throughput in × real time on this machine.
 
+Part 3 (`--real INDEX --queries-dir DIR --truth FILE --model DIR`): real-music embeddings. The
+reference vectors of INDEX (e.g. the dev kit indexed with `musicid index build`) plus distractor
+tracks up to each `--tracks` size; distractors are real reference tracks' vectors under a random
+rotation (a new one every 256 distractors), so they keep real music's internal similarity structure without
+being near any query. Real degraded queries (truth.json of ../shared/bench/make_queries.py) are
+embedded with the model and answered by offset voting against each index kind. Reports top-1,
+recall of the approximate kinds' segment neighbours against flat (share of flat's k neighbours
+also returned), latency p50/p95 per query, index MB and MB per hour of audio.
+
     .venv/bin/python benchmarks/index_scaling.py                      # 1k, 10k, 100k tracks
     .venv/bin/python benchmarks/index_scaling.py --model models/fingerprint --tracks 1000
+    .venv/bin/python benchmarks/index_scaling.py --real /tmp/devidx --queries /tmp/dev-music/queries \
+        --truth /tmp/dev-music/truth.json --model models/fingerprint --tracks 10000 100000 --kinds flat ivf_flat ivf_pq
 """
 
 from __future__ import annotations
@@ -105,6 +116,87 @@ def run_throughput(args: argparse.Namespace) -> None:
           f"decode + resample excluded)")
 
 
+def _rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return (q * np.sign(np.diag(r))).astype(np.float32)
+
+
+def run_real(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from musicid.audio import decode, to_model_rate
+    from musicid.families.fingerprint.io import embed_signal, load_model
+    from musicid.index import load_index
+
+    rng = np.random.default_rng(0)
+    real = load_index(args.real)
+    loaded = load_model(args.model, args.device)
+    if real.signature != loaded.signature:
+        raise SystemExit(f"{args.real} was built with model {real.signature}, --model is {loaded.signature}")
+    vectors = real.index.reconstruct_n(0, real.n_vectors)
+    ref_of = {Path(r["ref"]).name: i for i, r in enumerate(real.refs)}
+    truth = json.loads(Path(args.truth).read_text())
+    main_conditions = {"noise", "noise_reverb", "codec_noise", "phone", "telephone"}
+    names = sorted(n for n, t in truth.items() if t["condition"] in main_conditions and Path(t["ref"]).name in ref_of)
+    names = [names[i] for i in np.sort(rng.choice(len(names), min(args.queries, len(names)), replace=False))]
+    queries = []
+    for name in names:
+        audio = decode(Path(args.queries_dir) / name)
+        emb, starts = embed_signal(loaded, to_model_rate(audio.samples, audio.sample_rate, loaded.spec.sample_rate), args.query_hop_s)
+        queries.append((emb, starts, ref_of[Path(truth[name]["ref"]).name], float(truth[name]["length_s"])))
+    real_hours = sum(r["duration_s"] for r in real.refs) / 3600
+    per_track = [np.flatnonzero(real.track_index == t) for t in range(len(real.refs))]
+    print(f"real: {len(real.refs)} tracks, {real.n_vectors:,} vectors ({real_hours:.2f} h) from {args.real}; "
+          f"{len(queries)} real queries (main conditions, lengths {sorted({q[3] for q in queries})}); "
+          f"distractors: rotated copies of real tracks; {faiss.omp_get_max_threads()} threads")
+    print(f"{'tracks':>8} {'kind':>9} {'vectors':>11} {'build s':>8} {'index MB':>9} {'MB/hour':>8} "
+          f"{'p50 ms':>8} {'p95 ms':>8} {'top-1':>6} {'recall':>7}")
+    for n_tracks in args.tracks:
+        extra = max(0, n_tracks - len(real.refs))
+        blocks, track_index, offsets, hours = [vectors], [real.track_index.astype(np.int64)], [real.offset_s], real_hours
+        for d in range(extra):
+            source = int(rng.integers(len(real.refs)))
+            if d % 256 == 0:
+                rotation = _rotation(vectors.shape[1], rng)
+            ids = per_track[source][: int(args.track_seconds / args.hop_s)]
+            blocks.append(vectors[ids] @ rotation)
+            track_index.append(np.full(len(ids), len(real.refs) + d, dtype=np.int64))
+            offsets.append(real.offset_s[ids])
+            hours += len(ids) * args.hop_s / 3600
+        data = np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+        track_of, offset_of = np.concatenate(track_index), np.concatenate(offsets)
+        del blocks
+        flat_ids: list[np.ndarray] = []
+        for kind in args.kinds:
+            if kind == "flat" and len(data) * data.shape[1] * 4 > args.max_flat_gb * 2**30:
+                continue
+            began = time.perf_counter()
+            index = build(kind, data, args.nlist, args.pq_m)
+            if kind != "flat":
+                index.nprobe = args.nprobe
+            build_s = time.perf_counter() - began
+            size = faiss.serialize_index(index).nbytes
+            latencies, hits, recalls = [], 0, []
+            for q, (emb, starts, truth_track, _) in enumerate(queries):
+                began = time.perf_counter()
+                scores, ids = index.search(emb, args.neighbors)
+                safe = np.where(ids >= 0, ids, 0)
+                ranked = vote(scores, np.where(ids >= 0, track_of[safe], -1), offset_of[safe], starts, 0.5, 5)
+                latencies.append((time.perf_counter() - began) * 1000)
+                hits += bool(ranked) and ranked[0][0] == truth_track
+                if kind == "flat":
+                    flat_ids.append(ids)
+                elif flat_ids:
+                    recalls.append(np.mean([len(np.intersect1d(a, b)) / len(a) for a, b in zip(flat_ids[q], ids)]))
+            recall = f"{np.mean(recalls):>7.3f}" if recalls else f"{'—':>7}"
+            print(f"{n_tracks:>8} {kind:>9} {len(data):>11,} {build_s:>8.1f} {size / 2**20:>9.1f} {size / 2**20 / hours:>8.2f} "
+                  f"{np.percentile(latencies, 50):>8.2f} {np.percentile(latencies, 95):>8.2f} {hits / len(queries):>6.3f} {recall}",
+                  flush=True)
+            del index
+        del data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracks", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -122,7 +214,16 @@ def main() -> None:
     parser.add_argument("--max-flat-gb", type=float, default=4.0, help="skip flat indexes larger than this")
     parser.add_argument("--model", help="a model folder: also measure embedding throughput")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--nprobe", type=int, default=16, help="IVF cells searched per query segment")
+    parser.add_argument("--real", help="an index folder of real-music references: part 3")
+    parser.add_argument("--queries-dir", "--queries-folder", dest="queries_dir", help="folder of real query clips (part 3)")
+    parser.add_argument("--truth", help="truth.json of those queries (part 3)")
     args = parser.parse_args()
+    if args.real:
+        if not (args.model and args.queries_dir and args.truth):
+            parser.error("--real needs --model, --queries-dir and --truth")
+        run_real(args)
+        return
     if args.model:
         run_throughput(args)
     run_scaling(args)

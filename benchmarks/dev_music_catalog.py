@@ -144,7 +144,8 @@ def run_peer(args: argparse.Namespace, work: Path, files: list[Path], queries: l
     run([audfprint, "-d", db, "-n", "40", "-H", str(args.jobs), "-l", "new", lists / "refs.txt"])
     index_s = time.perf_counter() - began
     began = time.perf_counter()
-    proc = run([audfprint, "-v", "-d", db, "-i", "4", "-x", "5", "-H", str(args.jobs), "-l", "match", lists / "queries.txt"],
+    # matching runs in one process: with -H 2 it had not finished 1200 queries after 17 min here
+    proc = run([audfprint, "-v", "-d", db, "-i", "4", "-x", "5", "-H", "1", "-l", "match", lists / "queries.txt"],
                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     query_s = time.perf_counter() - began
     answers: dict[str, list[dict]] = {str(q): [] for q in queries}
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kit", type=Path, default=Path(os.environ.get("MUSICID_BENCH_KIT", ROOT.parent / "shared" / "bench")))
     ap.add_argument("--model", default="models/fingerprint", help="musicid model folder or registry URI")
     ap.add_argument("--packages", nargs="+", default=DISTRACTOR_PACKAGES)
-    ap.add_argument("-j", "--jobs", type=int, default=2, help="audfprint processes")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="audfprint processes for indexing")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--report-dir", type=Path, default=ROOT / "reports" / "fingerprint")
     args = ap.parse_args(argv)

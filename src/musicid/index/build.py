@@ -331,6 +331,13 @@ def _training_sample(partial: Path, parts: list[str], n_vectors: int, cfg: Index
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
 
 
+def excluding(index: faiss.Index, ids: np.ndarray) -> faiss.SearchParameters:
+    """Search parameters that skip `ids` (as if they were not indexed), keeping an IVF index's nprobe."""
+    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+    ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
+    return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe) if ivf is not None else faiss.SearchParameters(sel=selector)
+
+
 def segment_density(index: faiss.Index, vectors: np.ndarray, track_index: np.ndarray, k: int,
                     progress: bool = True) -> np.ndarray:
     """Per indexed segment: mean similarity to its k nearest segments of *other* references.
@@ -340,14 +347,10 @@ def segment_density(index: faiss.Index, vectors: np.ndarray, track_index: np.nda
     neighbourhood density lets search discount hits on dense segments (CSLS, Lample et al. 2018).
     """
     density = np.zeros(len(vectors), dtype=np.float32)
-    ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
     order = np.argsort(track_index, kind="stable")
     bounds = np.flatnonzero(np.diff(track_index[order])) + 1
     for ids in tqdm(np.split(order, bounds), desc="index: segment density", unit="ref", disable=not progress):
-        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(ids.astype(np.int64)))
-        params = (faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe) if ivf is not None
-                  else faiss.SearchParameters(sel=selector))
-        scores, found = index.search(np.ascontiguousarray(vectors[ids]), k, params=params)
+        scores, found = index.search(np.ascontiguousarray(vectors[ids]), k, params=excluding(index, ids))
         scores = np.where(found >= 0, scores, np.nan)
         density[ids] = np.nan_to_num(np.nanmean(scores, axis=1), nan=0.0) if scores.size else 0.0
     return density

@@ -12,7 +12,7 @@ import numpy as np
 
 from musicid.fsutil import read_json
 from musicid.index.build import (
-    DENSITY_FILE, IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError,
+    DENSITY_FILE, IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError, excluding,
 )
 
 REQUIRED_META = ("model_signature", "embedding_dim", "hop_s", "sample_rate", "kind", "n_vectors", "n_refs")
@@ -42,6 +42,13 @@ class RefIndex:
     def n_vectors(self) -> int:
         return int(self.index.ntotal)
 
+    def vectors(self) -> np.ndarray:
+        """Every indexed vector, in id order (an IVF index gets a direct map for this)."""
+        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
+        if ivf is not None:
+            ivf.make_direct_map()
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
     def vector_ids(self, track: int) -> np.ndarray:
         """FAISS ids of one reference's segments."""
         return np.flatnonzero(self.track_index == track).astype(np.int64)
@@ -70,11 +77,7 @@ class RefIndex:
         if exclude_track is None:
             scores, ids = self.index.search(queries, k)
         else:
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.vector_ids(exclude_track)))
-            ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
-            params = (faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe) if ivf is not None
-                      else faiss.SearchParameters(sel=selector))
-            scores, ids = self.index.search(queries, k, params=params)
+            scores, ids = self.index.search(queries, k, params=excluding(self.index, self.vector_ids(exclude_track)))
         valid = ids >= 0
         safe = np.where(valid, ids, 0)
         tracks = np.where(valid, self.track_index[safe], -1).astype(np.int64)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from musicid.audio import DecodeError, decode, to_model_rate
-from musicid.families.fingerprint.evaluate import calibrate
+from musicid.families.fingerprint.evaluate import calibrate, impostor_score
 from musicid.families.fingerprint.queries import MAIN_CONDITIONS
 
 DENSITY_NEIGHBORS = 10
@@ -33,20 +33,19 @@ REPEAT_MIN_GAP_S = 2.0
 BENCH_MAIN = set(MAIN_CONDITIONS) | {"phone"}  # make_queries.py calls the telephone condition "phone"
 
 
-def _vectors(index: Any) -> np.ndarray:
-    import faiss
-
-    inner = index.index
-    ivf = faiss.try_extract_index_ivf(inner) if not isinstance(inner, faiss.IndexFlat) else None
-    if ivf is not None:
-        ivf.make_direct_map()
-    return inner.reconstruct_n(0, inner.ntotal)
-
-
 def reference_profiles(index: Any, progress: bool = True) -> list[dict[str, Any]]:
-    """Per reference: segments, density (to other tracks), repetitive share (within its own track)."""
-    vectors = _vectors(index)
-    k = min(DENSITY_NEIGHBORS, max(1, index.n_vectors - 1))
+    """Per reference: segments, density (to other tracks), repetitive share (within its own track).
+
+    Density is the index's own per-segment density (index.density_neighbors), averaged per
+    reference; an index built without it gets it computed here the same way.
+    """
+    from musicid.index.build import segment_density
+
+    vectors = index.vectors()
+    density = index.density
+    if density is None:
+        k = min(DENSITY_NEIGHBORS, max(1, index.n_vectors - 1))
+        density = segment_density(index.index, vectors, index.track_index, k, progress)
     profiles = []
     for track in tqdm(range(len(index.refs)), desc="doctor: reference profiles", unit="ref", disable=not progress):
         ids = index.vector_ids(track)
@@ -54,14 +53,11 @@ def reference_profiles(index: Any, progress: bool = True) -> list[dict[str, Any]
             profiles.append({"ref": index.refs[track]["ref"], "segments": 0, "density": None, "repetitive": None})
             continue
         own = vectors[ids]
-        scores, _, _ = index.search(own, k, exclude_track=track)
-        density = float(np.mean(np.where(np.isfinite(scores), scores, np.nan), axis=1).mean())
         offsets = index.offset_s[ids]
-        similar = own @ own.T
         far = np.abs(offsets[:, None] - offsets[None, :]) > REPEAT_MIN_GAP_S
-        repetitive = float(((similar >= REPEAT_SIMILARITY) & far).any(axis=1).mean())
-        profiles.append({"ref": index.refs[track]["ref"], "segments": int(len(ids)), "density": round(density, 4),
-                         "repetitive": round(repetitive, 4)})
+        repetitive = float((((own @ own.T) >= REPEAT_SIMILARITY) & far).any(axis=1).mean())
+        profiles.append({"ref": index.refs[track]["ref"], "segments": int(len(ids)),
+                         "density": round(float(np.mean(density[ids])), 4), "repetitive": round(repetitive, 4)})
     return profiles
 
 
@@ -80,13 +76,12 @@ def answer_queries(identifier: Any, queries: list[tuple[Path, dict[str, Any]]], 
         views = identifier.query_embeddings(signal)
         matches = identifier.match(views)
         own = positions.get(truth["ref"], by_basename.get(Path(truth["ref"]).name))
-        outside = identifier.match(views, top=1, exclude_track=own) if own is not None else []
         predicted = matches[0]["ref"] if matches else None
         rows.append({
             "query": path.name, "ref": truth["ref"], "condition": truth["condition"], "duration_s": float(truth["length_s"]),
             "predicted": predicted, "score": matches[0]["score"] if matches else None,
             "top1": predicted is not None and Path(predicted).name == Path(truth["ref"]).name,
-            "impostor_score": (outside[0]["score"] if outside else 0.0) if own is not None else None,
+            "impostor_score": impostor_score(identifier, views, own),
             "segments": views.segments,
         })
     return rows

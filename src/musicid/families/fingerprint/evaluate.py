@@ -42,6 +42,14 @@ def _rate(hits: list[bool]) -> float:
     return round(float(np.mean(hits)), 4) if hits else 0.0
 
 
+def impostor_score(matcher: Matcher, views: Any, own_track: int | None) -> float | None:
+    """The best score of a query answered as if its own track were not indexed (None: track unknown)."""
+    if own_track is None:
+        return None
+    outside = matcher.match(views, top=1, exclude_track=own_track)
+    return outside[0]["score"] if outside else 0.0
+
+
 def calibrate(rows: list[dict[str, Any]], target_fpr: float) -> dict[str, Any] | None:
     """The open-set threshold curve and what it does, per query length.
 
@@ -53,10 +61,11 @@ def calibrate(rows: list[dict[str, Any]], target_fpr: float) -> dict[str, Any] |
     if not negatives:
         return None
     lengths = sorted({r["duration_s"] for r in rows})
+    segments = {length: float(np.mean([r.get("segments", 1) for r in negatives if r["duration_s"] == length]))
+                for length in lengths}
     curve = OpenSetThreshold.fit(
         [np.array([r["impostor_score"] for r in negatives if r["duration_s"] == length]) for length in lengths],
-        [float(np.mean([r.get("segments", 1) for r in negatives if r["duration_s"] == length])) for length in lengths],
-        target_fpr)
+        [segments[length] for length in lengths], target_fpr)
     main = [r for r in rows if r["condition"] in MAIN_CONDITIONS]
 
     def rates(selected: list[dict[str, Any]], in_main: list[dict[str, Any]]) -> dict[str, Any]:
@@ -74,8 +83,7 @@ def calibrate(rows: list[dict[str, Any]], target_fpr: float) -> dict[str, Any] |
                     for length in lengths}
         for condition in sorted({r["condition"] for r in rows})
     }
-    thresholds = {f"{length:g}s": round(curve.at(np.mean([r.get("segments", 1) for r in negatives if r["duration_s"] == length])), 6)
-                  for length in lengths}
+    thresholds = {f"{length:g}s": round(curve.at(segments[length]), 6) for length in lengths}
     return {"target_fpr": target_fpr, **curve.to_dict(), "threshold_by_length": thresholds, **rates(rows, main),
             "by_length": by_length, "by_condition": by_condition}
 
@@ -150,10 +158,7 @@ def evaluate_queries(
                 views = matcher.query_embeddings(signal)
                 matches = matcher.match(views)
                 latency = (time.perf_counter() - began) * 1000
-                impostor = None
-                if ref_positions is not None and query["track_id"] in ref_positions:
-                    outside = matcher.match(views, top=1, exclude_track=ref_positions[query["track_id"]])
-                    impostor = outside[0]["score"] if outside else 0.0
+                impostor = impostor_score(matcher, views, (ref_positions or {}).get(query["track_id"]))
                 refs = [m["ref"] for m in matches]
                 top1 = bool(refs) and refs[0] == query["track_id"]
                 offset_error = abs(matches[0]["offset_s"] - query["start_s"]) if top1 else None

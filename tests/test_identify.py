@@ -179,3 +179,28 @@ def test_warps_find_a_faster_copy_and_thresholds_decide_matched(world: dict, tmp
     assert strict["min_score"] == 1.5 and strict["matched"] is False and not any(m["matched"] for m in strict["matches"])
     with pytest.raises(ValueError, match="warps must start with 1.0"):
         IdentifyConfig(warps=[1.05])
+
+
+def test_index_doctor_reports_hubs_and_the_open_set_threshold(world: dict, tmp_path: Path) -> None:
+    root, queries, truth = world["root"], tmp_path / "queries", {}
+    queries.mkdir()
+    for i, name in enumerate(sorted(world["tracks"])):
+        for length in (1, 3):
+            clip = f"q{i}_{length}s.wav"
+            sf.write(queries / clip, _excerpt(world, name, 1.0, length), SR)
+            truth[clip] = {"ref": name, "start_s": 1.0, "condition": "noise", "length_s": length}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    args = ["index", "doctor", str(root / "index"), "--queries", str(queries), "--truth", str(tmp_path / "truth.json"),
+            "--model", str(root / "model"), "--out", str(tmp_path / "doctor.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "doctor.json").read_text())
+    assert report["main_queries"] == len(truth) == len(report["rows"])
+    assert report["wrong_main"] == sum(not r["top1"] for r in report["rows"])
+    assert report["open_set"]["negatives"] == len(truth) and set(report["open_set"]["by_length"]) == {"1s", "3s"}
+    assert all(r["impostor_score"] is not None and r["segments"] >= 1 for r in report["rows"])
+    assert "main-condition queries" in result.output and "open set (FPR ≤ 0.01)" in result.output
+    # a truth file naming none of the clips in the folder: one line, exit 2
+    (tmp_path / "other.json").write_text(json.dumps({"absent.wav": truth["q0_1s.wav"]}))
+    refused = CliRunner().invoke(main, args[:5] + ["--truth", str(tmp_path / "other.json"), "--model", str(root / "model")])
+    assert refused.exit_code == 2 and "none of the 1 queries" in refused.output

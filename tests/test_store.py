@@ -305,7 +305,7 @@ def test_preload_equals_lazy_and_batches_equal_items(dataset_store):
     assert pre.preloaded and not lazy.preloaded
     idx = [len(lazy) - 1, 0, 17, 17, 60]
     a, b = lazy.read_batch(idx), pre.read_batch(idx)
-    assert sorted(a) == sorted(b) == ["start_s", "track_index", "waveform", "work_index"]
+    assert sorted(a) == sorted(b) == ["pitch", "start_s", "track_index", "waveform", "work_index"]  # every target
     for key in a:
         torch.testing.assert_close(a[key], b[key].cpu(), rtol=0, atol=0)
         torch.testing.assert_close(a[key], torch.stack([lazy[i][key] for i in idx]), rtol=0, atol=0)
@@ -314,3 +314,49 @@ def test_preload_equals_lazy_and_batches_equal_items(dataset_store):
     torch.testing.assert_close(full["waveform"], pre._preloaded["waveform"].cpu(), rtol=0, atol=0)
     with pytest.raises(IndexError):
         lazy[len(lazy)]
+
+
+def test_uncompressed_shards_are_memory_mapped_and_read_the_same(tmp_path):
+    """compressor none: rows come from memory-mapped shard files; every access path agrees with zarr's."""
+    cfg = ShardsConfig(**SMALL, dtype="float16", compressor="none", target_compressor="zstd")
+    n = 2 * row_layout(cfg).rows_per_shard + 9  # two full shards and a partial one
+    windows, targets = make_rows(n, cfg.window_samples, seed=5, frames=3)
+    path = write_store(tmp_path / "m.zarr", cfg, windows, targets)
+    group = open_store(path)
+    assert group.attrs["target_compressor"] == "zstd"
+    assert [type(c).__name__ for c in group["targets/pitch"].compressors] == ["ZstdCodec"]
+    mapped = RowReader(group["waveform"])
+    assert mapped.mapped and not RowReader(group["targets/pitch"]).mapped
+    reference = group["waveform"][:]
+    for shard in range(3):
+        assert isinstance(mapped._shard_view(shard), np.memmap)
+    rng = np.random.default_rng(0)
+    for i in [0, n - 1, *rng.integers(0, n, 20)]:
+        np.testing.assert_array_equal(mapped.read_row(int(i)), reference[i])
+    picks = np.unique(rng.integers(0, n, 40))
+    np.testing.assert_array_equal(mapped.read(picks), reference[picks])
+    np.testing.assert_array_equal(mapped.read(slice(3, n)), reference[3:])
+    ds = WindowDataset(path)
+    np.testing.assert_array_equal(ds[n - 1]["waveform"].numpy(), reference[n - 1].astype(np.float32))
+    np.testing.assert_array_equal(ds[7]["pitch"].numpy(), targets["pitch"][7])
+
+
+def test_store_without_row_provenance(tmp_path):
+    """A generated set (no source tracks) writes only its own targets; required names are enforced."""
+    cfg = ShardsConfig(**SMALL, compressor="none")
+    windows, _ = make_rows(30, cfg.window_samples)
+    conf = np.random.default_rng(1).random((30, 8)).astype(np.float16)
+    with ShardWriter(tmp_path / "g.zarr", cfg=cfg, required=()) as w:
+        w.add(windows, {"confidence": conf})
+    ds = WindowDataset(tmp_path / "g.zarr")
+    assert ds.targets == ("confidence",)
+    np.testing.assert_array_equal(ds[29]["confidence"].numpy(), conf[29])
+    with ShardWriter(tmp_path / "empty.zarr", cfg=cfg, required=()):
+        pass
+    assert len(WindowDataset(tmp_path / "empty.zarr")) == 0
+    with pytest.raises(ValueError, match="missing required arrays"):
+        with ShardWriter(tmp_path / "x.zarr", cfg=cfg) as w:
+            w.add(windows, {"confidence": conf})
+    assert not (tmp_path / "x.zarr").exists()
+    with pytest.raises(ValueError, match="allowed: track_index"):
+        ShardWriter(tmp_path / "y.zarr", cfg=cfg, required=("bin",))

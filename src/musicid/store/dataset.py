@@ -14,7 +14,7 @@ from musicid.device import resolve_device
 from musicid.store.writer import TARGETS, WAVEFORM, decode_windows
 
 from musicid.store.group import StoreError, open_store
-from musicid.store.reader import DEFAULT_TARGETS, SMALL_TARGET_BYTES, read_targets, read_windows
+from musicid.store.reader import SMALL_TARGET_BYTES, read_targets, read_windows
 from musicid.store.shard_decoding import RowReader, _read_rows, _row_plan
 
 
@@ -22,7 +22,7 @@ class WindowDataset(Dataset):
     """Windows of one store as a map-style torch Dataset.
 
     `ds[i]` is a dict: "waveform" float32 tensor (window_samples,) plus one tensor per name in
-    `targets` (stored dtype: track_index/work_index int32, start_s float32). `ds[list_of_ints]` and
+    `targets` (default: every target the store has; stored dtype, e.g. track_index int32). `ds[list_of_ints]` and
     `ds.read_batch(indices)` return the same dict batched (leading axis = len(indices)) from one
     read per array, so `DataLoader(ds, batch_size=B)` (via `__getitems__`) or
     `DataLoader(ds, sampler=BatchSampler(RandomSampler(ds), B, False), batch_size=None)` read each
@@ -42,14 +42,14 @@ class WindowDataset(Dataset):
         *,
         preload: bool = False,
         device: str | torch.device | None = None,
-        targets: Sequence[str] = DEFAULT_TARGETS,
+        targets: Sequence[str] | None = None,
         fast: bool = True,
     ) -> None:
         self.path = str(path)
-        self.targets = tuple(targets)
         self.fast = fast
         group = open_store(self.path)
         available = set(group[TARGETS].array_keys())
+        self.targets = tuple(sorted(available) if targets is None else targets)
         unknown = [t for t in self.targets if t not in available]
         if unknown:
             raise StoreError(f"{self.path}: targets {unknown} not in this store (has {sorted(available)})")
@@ -109,11 +109,11 @@ class WindowDataset(Dataset):
         if self._preloaded is not None:
             return {k: v[i] for k, v in self._preloaded.items()}
         handles = self._open()
-        row = slice(i, i + 1)
-        out = {WAVEFORM: torch.from_numpy(decode_windows(handles[WAVEFORM].read(row)[0], self.dtype))}
+        wave = decode_windows(handles[WAVEFORM].read_row(i), self.dtype)
+        out = {WAVEFORM: torch.from_numpy(wave if wave.flags.writeable else wave.copy())}
         for name, source in handles[TARGETS].items():
-            value = source[i] if isinstance(source, np.ndarray) else source.read(row)[0]
-            out[name] = torch.as_tensor(np.asarray(value))
+            value = source[i] if isinstance(source, np.ndarray) else source.read_row(i)
+            out[name] = torch.tensor(value) if isinstance(value, np.memmap) else torch.as_tensor(np.asarray(value))
         return out
 
     def read_batch(self, indices: Any) -> dict[str, torch.Tensor]:

@@ -29,7 +29,6 @@ from musicid.store.group import StoreError, _as_group, open_store
 from musicid.store.shard_decoding import RowReader, _read_rows, _row_plan
 from musicid.store.writer import TARGETS, WAVEFORM, decode_windows
 
-DEFAULT_TARGETS = ("track_index", "work_index", "start_s")
 # Targets up to this size are read whole, once per process, instead of row by row.
 SMALL_TARGET_BYTES = 16 * 1024 * 1024
 

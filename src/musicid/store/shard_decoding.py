@@ -5,6 +5,10 @@ index at the end, inner codecs `bytes` + optional zstd/blosc, local files), rows
 from the shard files: the shard index (checksum verified) is read once and cached, adjacent chunks
 are fetched with one `os.pread`, and chunks are decompressed with numcodecs. This follows the Zarr
 v3 sharding spec, not zarr-python internals; any other layout goes through zarr's own API.
+
+Uncompressed shards are memory-mapped instead: when a shard's index shows its chunks stored back
+to back in row order from byte 0 (what zarr writes for an uncompressed shard), the shard file *is*
+a C-order (rows, ...) array, so a row read is a page-cache copy, as fast as a memory-mapped .npy.
 """
 
 from __future__ import annotations
@@ -134,12 +138,19 @@ class RowReader:
         self.layout = _direct_layout(array) if fast else None
         self._indexes: dict[int, np.ndarray | None] = {}
         self._files: dict[int, Any] = {}
+        self._views: dict[int, np.ndarray | None] = {}  # uncompressed shards, memory-mapped
 
     @property
     def direct(self) -> bool:
         return self.layout is not None
 
+    @property
+    def mapped(self) -> bool:
+        """Whether rows come from memory-mapped shard files (uncompressed, chunks in row order)."""
+        return self.layout is not None and self.layout["decompress"] is None
+
     def close(self) -> None:
+        self._views.clear()
         for handle in self._files.values():
             handle.close()
         self._files.clear()
@@ -149,6 +160,18 @@ class RowReader:
             self.close()
         except Exception:
             pass
+
+    def read_row(self, i: int) -> np.ndarray:
+        """One row (shape[1:]): the per-item path of a map-style Dataset, kept free of batch bookkeeping.
+
+        From a memory-mapped shard this is a read-only view into the page cache; copy it to keep it.
+        """
+        if self.mapped:
+            rps = self.layout["rows_per_chunk"] * self.layout["chunks_per_shard"]
+            view = self._shard_view(i // rps)
+            if view is not None and i % rps < len(view):
+                return view[i % rps]  # a read-only view: callers decode (copy) it
+        return self.read(slice(i, i + 1))[0]
 
     def read(self, selection: slice | np.ndarray) -> np.ndarray:
         """`selection` is a step-1 slice or sorted unique row indices (as made by `_row_plan`)."""
@@ -188,6 +211,29 @@ class RowReader:
         self._indexes[shard] = index
         return index
 
+    def _shard_view(self, shard: int) -> np.ndarray | None:
+        """The shard file as a (rows, ...) memmap when its chunks lie back to back in row order."""
+        if shard in self._views:
+            return self._views[shard]
+        view = None
+        index = self._shard_index(shard)
+        if index is not None:
+            chunk_bytes = self.layout["chunk_size"] * self.layout["dtype"].itemsize
+            stored = index[:, 0] != MISSING
+            count = int(np.argmin(stored)) if not stored.all() else len(stored)  # leading stored chunks
+            expected = np.arange(count, dtype=np.uint64) * np.uint64(chunk_bytes)
+            if (
+                count
+                and not stored[count:].any()
+                and np.array_equal(index[:count, 0], expected)
+                and np.all(index[:count, 1] == chunk_bytes)
+            ):
+                rows = count * self.layout["rows_per_chunk"]
+                view = np.memmap(self._files[shard], dtype=self.layout["dtype"], mode="r",
+                                 shape=(rows, *self.layout["chunk_shape"][1:]))
+        self._views[shard] = view
+        return view
+
     def _decode_chunk(self, data: Any) -> np.ndarray:
         decompress = self.layout["decompress"]
         raw = decompress(data) if decompress is not None else data
@@ -213,7 +259,18 @@ class RowReader:
         by_shard: dict[int, list[int]] = {}
         for j, c in enumerate(chunk_ids):
             by_shard.setdefault(c // cps, []).append(j)
+        rps = rpc * cps
         for shard, members in by_shard.items():
+            view = self._shard_view(shard) if self.mapped else None
+            if view is not None:
+                lo, hi = bounds[members[0]], bounds[members[-1] + 1]
+                local = rows[lo:hi] - shard * rps
+                if local[-1] < len(view):
+                    if local[-1] - local[0] == hi - lo - 1:  # contiguous rows: one slice copy
+                        out[lo:hi] = view[int(local[0]) : int(local[-1]) + 1]
+                    else:
+                        out[lo:hi] = view[local]
+                    continue
             index = self._shard_index(shard)
             entries = []  # (offset, length, position j in chunk_ids) of stored chunks
             for j in members:

@@ -14,13 +14,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from musicid.config import ShardsConfig
 from musicid.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
@@ -28,7 +27,8 @@ MIB = 1024 * 1024
 INT16_SCALE = 32767.0
 WAVEFORM = "waveform"
 TARGETS = "targets"
-# Targets every store has, with the dtype they are stored as.
+# Row provenance of windows cut from catalog tracks (fingerprint and works stores require it; a
+# generated set such as the pitch family's has none), with the dtype each is stored as.
 REQUIRED_TARGETS: dict[str, np.dtype] = {
     "track_index": np.dtype("int32"),
     "work_index": np.dtype("int32"),
@@ -43,6 +43,7 @@ RESERVED_ATTRS = frozenset(
         "hop_samples",
         "dtype",
         "compressor",
+        "target_compressor",
         "level",
         "rows",
         "rows_per_chunk",
@@ -54,6 +55,26 @@ RESERVED_ATTRS = frozenset(
 )
 
 
+class StoreSpec(Protocol):
+    """What the writer needs to know: window shape and rate plus the encoding (config.StoreEncodingConfig)."""
+
+    sample_rate: int
+    dtype: str
+    compressor: str
+    level: int
+    chunk_mb: float
+    shard_mb: float
+
+    @property
+    def window_samples(self) -> int: ...
+
+    @property
+    def hop_samples(self) -> int: ...
+
+    @property
+    def targets_codec(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class RowLayout:
     """How rows are grouped: chunks (the unit of compression and of a read) inside shards (files)."""
@@ -63,7 +84,7 @@ class RowLayout:
     rows_per_shard: int
 
 
-def row_layout(cfg: ShardsConfig) -> RowLayout:
+def row_layout(cfg: StoreSpec) -> RowLayout:
     """rows_per_chunk ~ chunk_mb MiB of waveform, rows_per_shard a multiple of it ~ shard_mb MiB."""
     row_bytes = cfg.window_samples * np.dtype(cfg.dtype).itemsize
     rows_per_chunk = max(1, round(cfg.chunk_mb * MIB / row_bytes))
@@ -121,22 +142,30 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
             writer.add(windows, {"track_index": ti, "work_index": wi, "start_s": starts})
 
     `windows` is (n, window_samples) float in [-1, 1]; `targets` maps a name to an array whose first
-    axis has n rows and must hold track_index, work_index and start_s, plus any other per-row target
-    (the same keys, trailing shapes and dtypes on every call). Rows are buffered and written a whole
-    shard at a time. An exception inside the `with` (or `abort()`) leaves nothing at `path`.
+    axis has n rows and must hold the `required` names (by default track_index, work_index and
+    start_s, which index `track_ids` / `work_ids`), plus any other per-row target (the same keys,
+    trailing shapes and dtypes on every call). A generated set with no source tracks passes
+    `required=()`. Rows are buffered and written a whole shard at a time. Targets are encoded with
+    `cfg.targets_codec`, so the waveform can stay uncompressed (memory-mappable) while targets are
+    compressed. An exception inside the `with` (or `abort()`) leaves nothing at `path`.
     """
 
     def __init__(
         self,
         path: str | Path,
         *,
-        cfg: ShardsConfig,
-        track_ids: list[str],
-        work_ids: list[str],
+        cfg: StoreSpec,
+        track_ids: list[str] | tuple[str, ...] = (),
+        work_ids: list[str] | tuple[str, ...] = (),
         attrs: dict[str, Any] | None = None,
+        required: tuple[str, ...] | list[str] = tuple(REQUIRED_TARGETS),
     ) -> None:
         self.path = Path(path)
         self.cfg = cfg
+        unknown = [name for name in required if name not in REQUIRED_TARGETS]
+        if unknown:
+            raise ValueError(f"required: unknown provenance targets {unknown}; allowed: {', '.join(REQUIRED_TARGETS)}")
+        self.required = tuple(required)
         self.track_ids = [str(t) for t in track_ids]
         self.work_ids = [str(w) for w in work_ids]
         self.extra_attrs = dict(attrs or {})
@@ -157,6 +186,7 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
         self._tmp = self._atomic.__enter__()
         try:
             self._group = zarr.open_group(str(self._tmp), mode="w", zarr_format=3)
+            self._group.require_group(TARGETS)  # present even when a store has no targets
             self._arrays[WAVEFORM] = self._create(
                 WAVEFORM, cfg.dtype, (self.window_samples,), self.layout.rows_per_chunk
             )
@@ -165,7 +195,9 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
             raise
 
     # ----------------------------------------------------------------------------------------- arrays
-    def _create(self, name: str, dtype: Any, trailing: tuple[int, ...], chunk_rows: int) -> zarr.Array:
+    def _create(
+        self, name: str, dtype: Any, trailing: tuple[int, ...], chunk_rows: int, codec: str | None = None
+    ) -> zarr.Array:
         shape = (0, *trailing)
         return self._group.create_array(
             name,
@@ -173,20 +205,21 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
             dtype=dtype,
             chunks=(chunk_rows, *trailing),
             shards=(self.layout.rows_per_shard, *trailing),
-            compressors=make_compressors(self.cfg.compressor, self.cfg.level),
+            compressors=make_compressors(codec or self.cfg.compressor, self.cfg.level),
             fill_value=0,
         )
 
     def _create_target(self, name: str, dtype: np.dtype, trailing: tuple[int, ...]) -> zarr.Array:
         row_bytes = dtype.itemsize * math.prod(trailing)
-        chunk_rows = target_chunk_rows(row_bytes, self.layout.rows_per_shard, self.cfg.chunk_mb)
-        return self._create(f"{TARGETS}/{name}", dtype, trailing, chunk_rows)
+        kb = getattr(self.cfg, "target_chunk_kb", None)
+        chunk_rows = target_chunk_rows(row_bytes, self.layout.rows_per_shard, self.cfg.chunk_mb if kb is None else kb / 1024)
+        return self._create(f"{TARGETS}/{name}", dtype, trailing, chunk_rows, self.cfg.targets_codec)
 
     # -------------------------------------------------------------------------------------- validate
     def _check_targets(self, n: int, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not isinstance(targets, dict):
             raise ValueError(f"targets: expected a dict of arrays, got {type(targets).__name__}")
-        missing = [k for k in REQUIRED_TARGETS if k not in targets]
+        missing = [k for k in self.required if k not in targets]
         if missing:
             raise ValueError(f"targets: missing required arrays {missing}")
         out: dict[str, np.ndarray] = {}
@@ -209,13 +242,13 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
                 raise ValueError(f"targets/{name}: expected a numeric/bool array, got dtype {arr.dtype}")
             out[name] = arr
         for name, ids in (("track_index", self.track_ids), ("work_index", self.work_ids)):
-            col = out[name]
-            if n and (col.min() < 0 or col.max() >= len(ids)):
+            col = out.get(name)
+            if col is not None and n and (col.min() < 0 or col.max() >= len(ids)):
                 raise ValueError(
                     f"targets/{name}: values must lie in [0, {len(ids)}) to index the {len(ids)} ids, "
                     f"got range [{col.min()}, {col.max()}]"
                 )
-        if n and not np.all(np.isfinite(out["start_s"])):
+        if "start_s" in out and n and not np.all(np.isfinite(out["start_s"])):
             raise ValueError("targets/start_s: contains NaN or infinity")
 
         specs = {name: (arr.dtype, arr.shape[1:]) for name, arr in out.items()}
@@ -293,9 +326,10 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
             return
         try:
             if self._target_specs is None:  # no add() at all: an empty but valid store
-                for name, dtype in REQUIRED_TARGETS.items():
-                    self._arrays[f"{TARGETS}/{name}"] = self._create_target(name, dtype, ())
-                self._target_specs = {name: (dtype, ()) for name, dtype in REQUIRED_TARGETS.items()}
+                specs = {name: (REQUIRED_TARGETS[name], ()) for name in self.required}
+                for name, (dtype, trailing) in specs.items():
+                    self._arrays[f"{TARGETS}/{name}"] = self._create_target(name, dtype, trailing)
+                self._target_specs = specs
             self._flush(final=True)
             self._group.attrs.update(
                 {
@@ -306,6 +340,7 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
                     "hop_samples": self.cfg.hop_samples,
                     "dtype": self.cfg.dtype,
                     "compressor": self.cfg.compressor,
+                    "target_compressor": self.cfg.targets_codec,
                     "level": self.cfg.level,
                     "rows": self.rows,
                     "rows_per_chunk": self.layout.rows_per_chunk,

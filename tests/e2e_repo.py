@@ -28,10 +28,16 @@ TINY_PARAMS = {
     "works.train": {"epochs": 2, "steps_per_epoch": 2, "works_per_batch": 2, "per_work": 2, "chunk_frames": [50, 75],
                     "eval_every": 1, "device": "cpu"},
     "works.index": {"device": "cpu"},
+    "pitch.synth": {"n_bins": 256, "samples_per_bin": {"train": 2, "val": 1, "test": 1},
+                    "polyphonic_windows": {"train": 96, "val": 32, "test": 32}, "shard_mb": 0.5, "chunk_mb": 0.1, "n_timbres": 8},
+    "pitch.model": {"channels": [8, 8], "dilations": [1, 2]},
+    "pitch.train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_windows": 32, "device": "cpu"},
+    "pitch.evaluate": {"probe_notes": 3},
 }
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
-STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES)
+PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "train", "evaluate", "report"))
+STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:

@@ -80,31 +80,45 @@ class PrepareConfig(Section):
         return self
 
 
-class ShardsConfig(Section):
+Compressor = Literal["none", "zstd", "blosc"]
+
+
+class StoreEncodingConfig(Section):
+    """How a window store is encoded on disk (musicid.store): sample dtype, codecs, chunk and shard sizes."""
+
+    dtype: Literal["float16", "float32", "int16"] = "float16"
+    compressor: Compressor = "zstd"
+    level: int = Field(3, ge=0, le=22)
+    target_compressor: Literal["same", "none", "zstd", "blosc"] = "same"  # targets' codec ("same": as the waveform)
+    chunk_mb: float = Field(1.0, gt=0)
+    target_chunk_kb: float | None = Field(None, gt=0)  # chunk of a large target array (None: chunk_mb): a random row decodes one
+    shard_mb: float = Field(64.0, gt=0)
+
+    @model_validator(mode="after")
+    def _level_fits_compressor(self) -> "StoreEncodingConfig":
+        if "blosc" in (self.compressor, self.target_compressor) and self.level > 9:
+            raise ValueError(f"level {self.level} is out of range for blosc (allowed 0-9)")
+        if self.shard_mb < self.chunk_mb:
+            raise ValueError(f"shard_mb ({self.shard_mb}) must be >= chunk_mb ({self.chunk_mb})")
+        return self
+
+    @property
+    def targets_codec(self) -> str:
+        return self.compressor if self.target_compressor == "same" else self.target_compressor
+
+
+class ShardsConfig(StoreEncodingConfig):
     """Fixed-length windows at the model rate, written as sharded Zarr v3 stores."""
 
     sample_rate: int = Field(8000, ge=1000, le=192000)
     window_s: float = Field(2.0, gt=0)
     hop_s: float = Field(2.0, gt=0)
-    dtype: Literal["float16", "float32", "int16"] = "float16"
-    compressor: Literal["none", "zstd", "blosc"] = "zstd"
-    level: int = Field(3, ge=0, le=22)
-    chunk_mb: float = Field(1.0, gt=0)
-    shard_mb: float = Field(64.0, gt=0)
     splits: list[Literal["train", "val", "test"]] = Field(
         default_factory=lambda: ["train", "val", "test"], min_length=1
     )
     strategy: Literal[("grid", *get_args(SliceStrategy))] = "grid"  # type: ignore[valid-type]
     windows_per_track: int = Field(0, ge=0)  # with a strategy other than grid; 0 = as many as the grid gives
     seed: int = 0
-
-    @model_validator(mode="after")
-    def _level_fits_compressor(self) -> "ShardsConfig":
-        if self.compressor == "blosc" and self.level > 9:
-            raise ValueError(f"level {self.level} is out of range for blosc (allowed 0-9)")
-        if self.shard_mb < self.chunk_mb:
-            raise ValueError(f"shard_mb ({self.shard_mb}) must be >= chunk_mb ({self.chunk_mb})")
-        return self
 
     @property
     def window_samples(self) -> int:
@@ -441,6 +455,117 @@ class FingerprintParams(Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
+class PitchSynthConfig(StoreEncodingConfig):
+    """Generated windows of synthetic notes with per-bin targets (stage pitch-synth; families/pitch/synth.py)."""
+
+    seed: int = 0
+    sample_rate: int = Field(44100, ge=8000, le=192000)
+    window_samples: int = Field(4096, ge=256)
+    n_bins: int = Field(2048, ge=16)
+    fmin_hz: float = Field(20.0, gt=0)
+    fmax_hz: float = Field(5000.0, gt=0)
+    samples_per_bin: dict[Literal["train", "val", "test"], int] = Field(
+        default_factory=lambda: {"train": 10, "val": 1, "test": 1})  # sanity set: single notes per bin
+    polyphonic_windows: dict[Literal["train", "val", "test"], int] = Field(
+        default_factory=lambda: {"train": 20000, "val": 2000, "test": 2000})
+    polyphony: list[int] = Field(default_factory=lambda: [1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6, 7, 8, 10, 12, 16], min_length=1)
+    n_timbres: int = Field(100, ge=1)
+    max_harmonics: int = Field(30, ge=1)
+    random_phase: bool = True  # off: every note starts at phase 0 (the ablation)
+    energy_sigma_bins: float = Field(1.5, gt=0)
+    # the waveform stays uncompressed (memory-mapped reads); targets compress well (mostly zeros)
+    dtype: Literal["float16", "float32", "int16"] = "float16"
+    compressor: Compressor = "none"
+    target_compressor: Literal["same", "none", "zstd", "blosc"] = "zstd"
+    target_chunk_kb: float | None = Field(64.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "PitchSynthConfig":
+        if self.window_samples & (self.window_samples - 1):
+            raise ValueError(f"window_samples {self.window_samples} must be a power of two (the model's FFT front end); "
+                             f"e.g. {1 << (self.window_samples.bit_length() - 1)} or {1 << self.window_samples.bit_length()}")
+        if self.fmax_hz <= self.fmin_hz:
+            raise ValueError(f"fmax_hz ({self.fmax_hz}) must be > fmin_hz ({self.fmin_hz})")
+        if self.fmax_hz >= self.sample_rate / 2:
+            raise ValueError(f"fmax_hz ({self.fmax_hz}) must lie below Nyquist ({self.sample_rate / 2:g} Hz at "
+                             f"sample_rate {self.sample_rate})")
+        if min(self.polyphony) < 1:
+            raise ValueError("polyphony: every entry must be >= 1")
+        if min(self.samples_per_bin.values(), default=1) < 0 or min(self.polyphonic_windows.values(), default=1) < 0:
+            raise ValueError("samples_per_bin / polyphonic_windows: counts must be >= 0")
+        return self
+
+    @property
+    def hop_samples(self) -> int:
+        return self.window_samples
+
+    @property
+    def max_polyphony(self) -> int:
+        return max(self.polyphony)
+
+
+class PitchModelConfig(Section):
+    """Window → per-bin confidence and energy: fixed log-frequency DFT, harmonic stacking, 1-D convs."""
+
+    harmonics: list[float] = Field(default_factory=lambda: [0.5, 1, 2, 3, 4, 5, 6], min_length=1)
+    channels: list[int] = Field(default_factory=lambda: [32, 32, 32], min_length=1)
+    kernel: int = Field(5, ge=1)
+    dilations: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+
+
+class PitchTrainConfig(Section):
+    """Training of the pitch model on the generated sets (the spine's loop)."""
+
+    seed: int = 0
+    device: Device = "auto"
+    sets: list[Literal["sanity", "polyphonic"]] = Field(default_factory=lambda: ["sanity", "polyphonic"], min_length=1)
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    pos_weight: float = Field(1.0, gt=0)  # BCE weight of positive confidence bins
+    energy_weight: float = Field(10.0, ge=0)
+    confidence_blur_bins: float = Field(4.0, ge=0)  # train against the confidence target blurred by a Gaussian (σ bins; 0 = exact bins)
+    conv_l2: float = Field(0.0, ge=0)  # L2 on convolution weights
+    fc_l2: float = Field(0.0, ge=0)  # L2 on the output (1×1) layer
+    patience: int = Field(4, ge=1)
+    val_windows: int = Field(512, ge=8)  # per validation set
+
+
+class PitchEvaluateConfig(Section):
+    """Held-out windows: bin-level P/R/F1, single-note cents errors, the phase probes."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    tolerance_cents: float = Field(50.0, gt=0)
+    probe_hz: list[float] = Field(default_factory=lambda: [220.0, 440.0, 880.0], min_length=1)
+    probe_notes: int = Field(50, ge=1)
+    probe_offsets: list[int | Literal["mid"]] = Field(default_factory=lambda: [0, 512, "mid"], min_length=1)
+    seed: int = 0
+
+
+class PitchPredictConfig(Section):
+    hop_samples: int = Field(1024, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+def _pitch_registry() -> "RegistryConfig":
+    return RegistryConfig(
+        model_name="musicid-pitch", bundle_index=False,
+        gates=GatesConfig(min={"sanity_within_50c": 0.5}, max={"latency_p95_ms": 500.0}),
+    )
+
+
+class PitchParams(Section):
+    """The pitch family's sections (stages pitch-*)."""
+
+    synth: PitchSynthConfig = Field(default_factory=PitchSynthConfig)
+    model: PitchModelConfig = Field(default_factory=PitchModelConfig)
+    train: PitchTrainConfig = Field(default_factory=PitchTrainConfig)
+    evaluate: PitchEvaluateConfig = Field(default_factory=PitchEvaluateConfig)
+    predict: PitchPredictConfig = Field(default_factory=PitchPredictConfig)
+    registry: RegistryConfig = Field(default_factory=_pitch_registry)
+
+
 class Params(Section):
     """All of params.yaml: common sections, then one section per model family. Unknown keys are refused."""
 
@@ -450,6 +575,7 @@ class Params(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     fingerprint: FingerprintParams = Field(default_factory=FingerprintParams)
     works: WorksParams = Field(default_factory=WorksParams)
+    pitch: PitchParams = Field(default_factory=PitchParams)
 
     def family(self, name: str) -> Section:
         """A family's params section by family name."""

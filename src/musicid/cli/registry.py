@@ -9,7 +9,7 @@ import click
 from musicid.cli.base import JSON_OPTION, PARAMS_OPTION, _emit_json, load_params_or_defaults, main
 
 FAMILY_OPTION = click.option(
-    "--family", type=click.Choice(["fingerprint", "works"]), default=None,
+    "--family", type=click.Choice(["fingerprint", "works", "pitch"]), default=None,
     help="Model family [default: the one whose registry.model_name is --name, else fingerprint].",
 )
 NAME_OPTION = click.option("--name", default=None, help="Registered model [default: <family>.registry.model_name].")
@@ -30,7 +30,7 @@ def registry() -> None:
     """MLflow model registry: list versions with their metrics, promote through the release gates, compare.
 
     Runs and models live in $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. One registered
-    model per family (musicid-fingerprinter, musicid-work-identifier), each with its own
+    model per family (musicid-fingerprinter, musicid-work-identifier, musicid-pitch), each with its own
     candidate/champion aliases and gates. Each family's `report` stage registers a new model with
     alias candidate; `musicid identify` and `musicid works identify` use alias champion.
     """

@@ -14,7 +14,7 @@ from musicid.errors import ConfigError
 from musicid.families.base import Family
 from musicid.models.io import model_family
 
-FAMILY_NAMES = ("fingerprint", "works")
+FAMILY_NAMES = ("fingerprint", "works", "pitch")
 
 
 def get_family(name: str) -> Family:

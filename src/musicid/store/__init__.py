@@ -13,11 +13,11 @@ Layout (format_version 1)::
                                   work_ids (list; index i <-> targets/work_index == i),
                                   plus any extra attrs given to the writer
       waveform                  (rows, window_samples) in `dtype`; int16 holds PCM scaled by 32767
-      targets/track_index       (rows,) int32
-      targets/work_index        (rows,) int32
-      targets/start_s           (rows,) float32   window start in seconds within its track
+      targets/track_index       (rows,) int32     \  row provenance of windows cut from catalog tracks
+      targets/work_index        (rows,) int32      | (required by default; a generated set such as
+      targets/start_s           (rows,) float32   /  the pitch family's writes required=() and has none)
       targets/<other>           any other per-row target, first axis = rows
-                                (e.g. per-frame pitch confidences (rows, frames, bins))
+                                (e.g. per-bin pitch confidences (rows, bins), note lists (rows, notes, fields))
 
 Chunking is along rows only. ``rows_per_chunk = max(1, round(chunk_mb MiB / row_bytes))`` rows of
 waveform form a chunk (the unit of compression and of reading); ``rows_per_shard`` is a multiple
@@ -25,8 +25,10 @@ of it close to ``shard_mb`` MiB, and each shard is one file (zarr's ``sharding_i
 chunks of a shard are concatenated, followed by an index of their byte ranges). So a store has one
 file per shard per array plus a few ``zarr.json`` files, not one file per chunk. Target arrays use
 the same rows_per_shard (shard k of every array holds the same rows); small targets have one chunk
-per shard. Compressors (applied to each chunk inside a shard): none, zstd (``ZstdCodec(level)``)
-or blosc (``BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")``).
+per shard, large ones chunks of ``target_chunk_kb``. Compressors (applied to each chunk inside a
+shard): none, zstd (``ZstdCodec(level)``) or blosc (``BloscCodec(cname="zstd", clevel=level,
+shuffle="bitshuffle")``); targets may use their own (``target_compressor``). Uncompressed arrays
+are read through memory maps of the shard files (`musicid.store.shard_decoding`).
 
 A store is built in a temporary sibling directory and renamed into place only after a clean close,
 and readers refuse a directory without the ``format_version`` attribute.

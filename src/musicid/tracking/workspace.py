@@ -11,7 +11,7 @@ from musicid.fsutil import read_json
 
 
 def register_workspace(
-    family: str, tracking: TrackingConfig, logged: dict[str, Any], model_dir: Path, eval_dir: Path, index_dir: Path,
+    family: str, tracking: TrackingConfig, logged: dict[str, Any], model_dir: Path, eval_dir: Path, index_dir: Path | None,
     summary: Callable[[dict[str, Any]], dict[str, float]], register: Callable[[dict[str, float], dict[str, str]], str],
 ) -> str:
     """Refuse a stale evaluation (another model's), then register in a run of its own; the version."""
@@ -19,7 +19,8 @@ def register_workspace(
 
     if not tracking.enabled:
         raise ConfigError("params.yaml: tracking.enabled is false; enable it to use the registry")
-    for path in (model_dir / "config.json", eval_dir / "metrics.json", index_dir / "meta.json"):
+    needed = [model_dir / "config.json", eval_dir / "metrics.json"] + ([index_dir / "meta.json"] if index_dir else [])
+    for path in needed:
         if not path.is_file():
             raise NotReadyError(f"{path} not found: run `dvc repro {family}-evaluate` (or `dvc pull`) first")
     signature = read_json(model_dir / "config.json")["signature"]

@@ -1,0 +1,27 @@
+"""The pitch family's declaration on the spine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from musicid.families.base import Family
+from musicid.families.pitch import stages
+
+
+def _load(model_dir: Path, device: str) -> Any:
+    from musicid.families.pitch.io import load_model
+
+    return load_model(model_dir, device)
+
+
+FAMILY = Family(
+    name="pitch",
+    title="pitch: which pitches sound in each window (confidence and energy per log-frequency bin)",
+    stages=stages.STAGES,
+    load_model=_load,
+    summary_metrics=stages.summary_metrics,
+    headline_metric="sanity_within_50c",
+    code=("src/musicid/families/pitch",),
+    register=stages.register_workspace,
+)

@@ -1,0 +1,148 @@
+"""The pitch family's DVC stages (`musicid stage pitch-<name>`): thin, over the family's library."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from musicid.config import Params
+from musicid.fsutil import atomic_dir, atomic_file, read_json, write_json
+from musicid.layout import family_layout
+
+LAYOUT = family_layout("pitch")
+SHARDS, MODEL = LAYOUT.shards, LAYOUT.model
+TRAIN_REPORT, EVAL_REPORT, CHECKPOINTS = LAYOUT.train_report, LAYOUT.eval_report, LAYOUT.checkpoints
+
+
+def sections(params: Params, *names: str) -> dict[str, Any]:
+    return {name: getattr(params.pitch, name).model_dump() for name in names}
+
+
+def synth(params: Params, workers: int | None = None) -> None:
+    """Generate the sanity and polyphonic sets (train/val/test) into data/shards/pitch/."""
+    from musicid.data.ingest import default_workers
+    from musicid.families.pitch.generate import SETS, build_set
+    from musicid.store import store_summary
+
+    cfg = params.pitch.synth
+    summary: dict[str, Any] = {"sets": {}}
+    began = time.perf_counter()
+    with atomic_dir(SHARDS) as staging:
+        for kind in SETS:
+            for split in ("train", "val", "test"):
+                name = f"{kind}-{split}"
+                t0 = time.perf_counter()
+                built = build_set(cfg, kind, split, staging / f"{name}.zarr", workers=workers or default_workers())
+                seconds = time.perf_counter() - t0
+                store = store_summary(staging / f"{name}.zarr")
+                summary["sets"][name] = built | {"seconds": round(seconds, 2),
+                                                 "windows_per_s": round(built["rows"] / seconds, 1) if seconds else 0.0,
+                                                 "bytes": store["bytes"], "direct_read": store["direct_read"]}
+                print(f"pitch-synth: {name}: {built['rows']} windows in {seconds:.1f} s "
+                      f"({summary['sets'][name]['windows_per_s']:.0f}/s), {store['bytes'] / 1e6:.1f} MB")
+        summary["seconds"] = round(time.perf_counter() - began, 2)
+        write_json(staging / "summary.json", summary)
+    print(f"pitch-synth: {sum(s['rows'] for s in summary['sets'].values())} windows → {SHARDS}")
+
+
+def train(params: Params, workers: int | None = None) -> None:
+    from musicid.families.pitch.train import train_pitch
+    from musicid.tracking import TAG_SIGNATURE, stage_run
+
+    cfg = params.pitch
+    with stage_run("pitch-train", params.tracking, sections(params, "synth", "model", "train"),
+                   system_metrics=params.tracking.system_metrics, family="pitch") as run:
+        with atomic_dir(TRAIN_REPORT) as report:
+            result = train_pitch(SHARDS, cfg.synth, cfg.model, cfg.train, MODEL, report, CHECKPOINTS,
+                                 cfg.evaluate.threshold, cfg.evaluate.tolerance_cents, log_epoch=run.log_epoch)
+        run.set_tags({TAG_SIGNATURE: result.signature})
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best["val_loss"],
+                         "epochs_run": len(result.history)})
+        run.log_artifact(TRAIN_REPORT, "reports/train")
+        run.log_artifact(MODEL / "config.json", "model")
+    print(f"pitch-train: best epoch {result.best_epoch} (val loss {result.best['val_loss']:.4f}), "
+          f"signature {result.signature} → {MODEL}")
+
+
+def evaluate(params: Params, workers: int | None = None) -> None:
+    from musicid.families.pitch.evaluate import evaluate_model, flat_metrics, format_table
+    from musicid.families.pitch.io import load_model
+    from musicid.tracking import stage_run
+
+    cfg = params.pitch
+    loaded = load_model(MODEL, cfg.train.device)
+    with stage_run("pitch-evaluate", params.tracking, sections(params, "synth", "model", "train", "evaluate"),
+                   signature=loaded.signature, parent_stage="pitch-train", family="pitch") as run:
+        with atomic_dir(EVAL_REPORT) as staging:
+            summary = evaluate_model(loaded, SHARDS, cfg.synth, cfg.evaluate, staging)
+        run.log_metrics(flat_metrics(summary))
+        for name in ("metrics.json", "errors.png"):
+            if (EVAL_REPORT / name).is_file():
+                run.log_artifact(EVAL_REPORT / name, "reports/eval")
+    print(format_table(summary))
+
+
+def summary_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    from musicid.families.pitch.evaluate import flat_metrics
+
+    return flat_metrics(evaluation)
+
+
+def report(params: Params, workers: int | None = None) -> None:
+    """Model card and release checklist; then register the model (alias candidate)."""
+    from musicid.families.pitch.io import load_model
+    from musicid.families.pitch.release import model_card
+    from musicid.release import checklist, gate_rows, peak_memory_mb
+    from musicid.tracking import data_version, stage_run
+
+    cfg = params.pitch
+    loaded = load_model(MODEL, cfg.train.device)
+    model, evaluation = read_json(MODEL / "config.json"), read_json(EVAL_REPORT / "metrics.json")
+    train_metrics, synth_summary = read_json(TRAIN_REPORT / "metrics.json"), read_json(SHARDS / "summary.json")
+    metrics = summary_metrics(evaluation) | {"model_size_mb": (MODEL / "model.pt").stat().st_size / 1e6,
+                                             "peak_memory_mb": peak_memory_mb()}
+    rows = gate_rows(metrics, cfg.registry.gates)
+    rows.append(("evaluation ran this model", evaluation.get("model_signature") == loaded.signature,
+                 f"eval {evaluation.get('model_signature')}"))
+    version = data_version("pitch")
+    rows.append(("training data version locked in dvc.lock", bool(version), version or "missing"))
+    text, ready = checklist(cfg.registry.model_name, loaded.signature, rows, cfg.registry.champion_alias)
+    documents = {LAYOUT.model_card: model_card(params, model, train_metrics, evaluation, synth_summary, version),
+                 LAYOUT.release_checklist: text}
+    for path, body in documents.items():
+        with atomic_file(path) as tmp:
+            tmp.write_text(body)
+    print(f"pitch-report: {', '.join(map(str, documents))}; release checklist: {'READY' if ready else 'NOT READY'}")
+    with stage_run("pitch-report", params.tracking, sections(params, "registry"), signature=loaded.signature,
+                   parent_stage="pitch-train", family="pitch") as run:
+        run.log_metrics(metrics)
+        for path in documents:
+            run.log_artifact(path, "reports")
+        if run.run is not None:
+            register(params, metrics, run.run.data.tags)
+    if not params.tracking.enabled:
+        print("pitch-report: tracking.enabled is false: model not registered")
+
+
+def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
+    """Register models/pitch inside the active run, alias candidate; the version."""
+    from musicid.families.pitch import pyfunc_entry
+    from musicid.tracking import register_bundle
+
+    cfg = params.pitch
+    tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
+    version, is_new = register_bundle(MODEL, None, metrics, cfg.registry, {"predict": cfg.predict.model_dump()},
+                                      tags, pyfunc_entry.__file__, 1)
+    print(f"registry: {cfg.registry.model_name} version {version} "
+          f"{'registered' if is_new else 'already registered (same model)'}, alias @{cfg.registry.candidate_alias} → {version}")
+    return version
+
+
+def register_workspace(params: Params) -> str:
+    from musicid.tracking.workspace import register_workspace as register_it
+
+    return register_it("pitch", params.tracking, sections(params, "registry"), MODEL, EVAL_REPORT, None,
+                       summary_metrics, lambda metrics, tags: register(params, metrics, tags))
+
+
+STAGES = {"synth": synth, "train": train, "evaluate": evaluate, "report": report}

@@ -18,6 +18,7 @@ once" (one open, then in-memory slicing; its one-off load time is printed).
     PYTHONPATH=src python benchmarks/shard_read.py                      # 8000 x 16000 float16, zstd
     PYTHONPATH=src python benchmarks/shard_read.py --rows 20000 --compressor blosc
     PYTHONPATH=src python benchmarks/shard_read.py --store data/shards/train.zarr
+    PYTHONPATH=src python benchmarks/shard_read.py --family pitch     # pitch stores vs npy+npz and HDF5
 """
 
 from __future__ import annotations
@@ -148,7 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--npz-compressed", action="store_true", help="write the npz with savez_compressed")
     ap.add_argument("--store", type=Path, help="benchmark this existing store instead of a synthetic one")
     ap.add_argument("--workdir", type=Path, help="where to write files (default: a temp dir, removed after)")
+    ap.add_argument("--family", choices=["fingerprint", "pitch"], default="fingerprint",
+                    help="pitch: the pitch family's generated stores vs the seed's npy+npz layout and HDF5 (benchmarks/pitch_read.py)")
+    ap.add_argument("--sanity-per-bin", type=int, default=10, help="pitch: single notes per bin in the sanity set")
+    ap.add_argument("--polyphonic-gb", type=float, default=1.0, help="pitch: GB of polyphonic waveform")
+    ap.add_argument("--workers", type=int, default=2, help="pitch: generation workers")
+    ap.add_argument("--out", type=Path, help="pitch: write the figures as JSON here")
     args = ap.parse_args(argv)
+    if args.family == "pitch":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import pitch_read
+
+        return pitch_read.run(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="shard_read-", dir=args.workdir))
     try:

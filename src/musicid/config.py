@@ -535,7 +535,7 @@ class PitchTrainConfig(Section):
 class PitchEvaluateConfig(Section):
     """Held-out windows: bin-level P/R/F1, single-note cents errors, the phase probes."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float | None = Field(None, gt=0, lt=1)  # None: the one chosen on validation, stored with the model
     tolerance_cents: float = Field(50.0, gt=0)
     probe_hz: list[float] = Field(default_factory=lambda: [220.0, 440.0, 880.0], min_length=1)
     probe_notes: int = Field(50, ge=1)
@@ -545,7 +545,7 @@ class PitchEvaluateConfig(Section):
 
 class PitchPredictConfig(Section):
     hop_samples: int = Field(1024, ge=1)
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float | None = Field(None, gt=0, lt=1)  # None: the model's own (chosen on validation)
 
 
 def _pitch_registry() -> "RegistryConfig":

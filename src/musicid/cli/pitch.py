@@ -30,7 +30,7 @@ def pitch() -> None:
 @click.option("--hop", "hop", type=click.IntRange(1), default=None,
               help="Samples between window starts at the model's rate [default: pitch.predict.hop_samples].")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Confidence a pitch needs [default: pitch.predict.threshold].")
+              help="Confidence a pitch needs [default: pitch.predict.threshold, else the model's own, chosen on validation].")
 @PARAMS_OPTION
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON line per file: {"query", "model_signature", "hop_s", "frames": [{"time_s", "pitches": '
@@ -46,7 +46,7 @@ def pitch_predict(audio: tuple[str, ...], model: str | None, hop: int | None, th
 
     _log_to_stderr()
     cfg = load_params_or_defaults(params_path).pitch.predict
-    hop, threshold = hop or cfg.hop_samples, threshold or cfg.threshold
+    hop, threshold = hop or cfg.hop_samples, threshold or cfg.threshold  # None: the model's own
     with resolved_model(model, params_path, family="pitch", env=ENVS) as (model_dir, _, described, settings):
         click.echo(f"model: {described}", err=True)
         loaded = load_model(model_dir, "auto")

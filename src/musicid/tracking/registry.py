@@ -55,8 +55,10 @@ def check_gates(metrics: dict[str, float], gates: GatesConfig) -> list[GateResul
 
 
 def bundle_digest(model_dir: Path, index_dir: Path | None) -> str:
-    """Identifies what a version ships: the model signature plus the index's id map and metadata."""
+    """Identifies what a version ships: the model signature, its config (e.g. a threshold chosen at
+    training time), plus the index's id map and metadata."""
     digest = hashlib.sha256(read_json(model_dir / "config.json")["signature"].encode())
+    digest.update((model_dir / "config.json").read_bytes())
     if index_dir is not None:
         for name in ("meta.json", "ids.npz"):
             if (index_dir / name).is_file():

@@ -1,6 +1,6 @@
 """Evaluate a pitch model on held-out windows: polyphonic P/R/F1, single-note cents, phase probes.
 
-* polyphonic test set: peaks of the confidence ≥ `threshold`, matched to the note list within
+* polyphonic test set: peaks of the confidence ≥ `threshold` (None: the model's, chosen on validation), matched to the note list within
   `tolerance_cents` (multi-pitch P/R/F1), plus exact-bin P/R/F1 against the stored targets;
 * sanity test set (one note per window at a random frequency inside every bin): the most
   confident pitch's error in cents, overall and per octave band;
@@ -42,10 +42,11 @@ def _predict_store(loaded: LoadedPitchModel, ds: WindowDataset) -> tuple[np.ndar
 
 
 def polyphonic_scores(loaded: LoadedPitchModel, ds: WindowDataset, cfg: PitchEvaluateConfig) -> dict[str, Any]:
+    threshold = loaded.threshold if cfg.threshold is None else cfg.threshold
     conf, energy, notes, target = _predict_store(loaded, ds)
     scale = loaded.spec.scale
     min_distance = max(1, int(cfg.tolerance_cents / scale.cents_per_bin))
-    predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, cfg.threshold, min_distance))) for c, e in zip(conf, energy)]
+    predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, threshold, min_distance))) for c, e in zip(conf, energy)]
     by_polyphony = {}
     counts = np.array([len(n) for n in notes])
     for lo, hi in ((1, 1), (2, 3), (4, 7), (8, 16)):
@@ -54,7 +55,7 @@ def polyphonic_scores(loaded: LoadedPitchModel, ds: WindowDataset, cfg: PitchEva
             by_polyphony[f"{lo}-{hi}" if lo != hi else str(lo)] = multipitch(
                 [predicted[i] for i in pick], [notes[i] for i in pick], cfg.tolerance_cents)
     return {"windows": len(ds), "multipitch": multipitch(predicted, notes, cfg.tolerance_cents),
-            "bin_level": bin_level(conf, target, cfg.threshold), "by_polyphony": by_polyphony}
+            "bin_level": bin_level(conf, target, threshold), "by_polyphony": by_polyphony}
 
 
 def single_note_errors(loaded: LoadedPitchModel, windows: np.ndarray, truth_hz: np.ndarray) -> np.ndarray:
@@ -129,7 +130,8 @@ def plot_errors(points: tuple[np.ndarray, np.ndarray], out_png: Path) -> None:
 def evaluate_model(loaded: LoadedPitchModel, shards: Path, synth: PitchSynthConfig, cfg: PitchEvaluateConfig,
                    out_dir: Path) -> dict[str, Any]:
     """Score the held-out sets and probes; write metrics.json and errors.png into `out_dir`."""
-    summary: dict[str, Any] = {"model_signature": loaded.signature, "threshold": cfg.threshold,
+    summary: dict[str, Any] = {"model_signature": loaded.signature,
+                               "threshold": loaded.threshold if cfg.threshold is None else cfg.threshold,
                                "tolerance_cents": cfg.tolerance_cents, "random_phase_trained":
                                loaded.info.get("synth", {}).get("random_phase")}
     poly, sanity = shards / "polyphonic-test.zarr", shards / "sanity-test.zarr"
@@ -166,7 +168,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = []
     if "polyphonic" in summary:
         m, b = summary["polyphonic"]["multipitch"], summary["polyphonic"]["bin_level"]
-        lines.append(f"polyphonic test ({summary['polyphonic']['windows']} windows, ±{summary['tolerance_cents']:g} c): "
+        lines.append(f"polyphonic test ({summary['polyphonic']['windows']} windows, peaks ≥ {summary['threshold']:.2f}, ±{summary['tolerance_cents']:g} c): "
                      f"P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}; exact bins F1 {b['f1']:.3f}")
     if "sanity" in summary:
         s = summary["sanity"]["summary"]

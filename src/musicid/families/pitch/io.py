@@ -29,9 +29,10 @@ def save_model(model: PitchNet, out_dir: str | Path, info: dict[str, Any] | None
 
 
 def frames_of(signal: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(frames (n, window), start samples): windows every `hop`, the last one zero-padded."""
+    """(frames (n, window), start samples): a window at every multiple of `hop` that starts inside the
+    signal, zero-padded past its end (a signal shorter than a window gives one padded frame)."""
     signal = np.asarray(signal, dtype=np.float32)
-    count = max(1, int(np.ceil(max(len(signal) - window, 0) / hop)) + 1)
+    count = max(1, -(-len(signal) // hop))
     padded = np.pad(signal, (0, max(0, (count - 1) * hop + window - len(signal))))
     starts = np.arange(count) * hop
     return np.stack([padded[s : s + window] for s in starts]), starts
@@ -49,6 +50,11 @@ class LoadedPitchModel:
     def sample_rate(self) -> int:
         return self.spec.sample_rate
 
+    @property
+    def threshold(self) -> float:
+        """The confidence threshold chosen on validation at training time (0.5 for older folders)."""
+        return float(self.info.get("threshold", 0.5))
+
     @torch.inference_mode()
     def predict_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, window) float → (confidence probabilities, energy), each (n, n_bins) float32."""
@@ -62,9 +68,10 @@ class LoadedPitchModel:
         return (np.concatenate(confidence) if confidence else empty), (np.concatenate(energy) if energy else empty)
 
     def pitches(self, confidence: np.ndarray, energy: np.ndarray, threshold: float,
-                min_distance_bins: int = 5) -> list[dict[str, float]]:
-        """One frame's pitches: confidence peaks ≥ threshold, refined to sub-bin by the energy centroid."""
-        peaks = pick_peaks(confidence, threshold, min_distance_bins)
+                min_distance_cents: float = 50.0) -> list[dict[str, float]]:
+        """One frame's pitches: confidence peaks ≥ threshold at least `min_distance_cents` apart (one
+        note's blurred peak is one pitch), refined to sub-bin by the energy centroid."""
+        peaks = pick_peaks(confidence, threshold, max(1, int(min_distance_cents / self.spec.scale.cents_per_bin)))
         bins = refine_bins(confidence, energy, peaks)
         freqs = self.spec.scale.freq_of(bins)
         return [{"frequency_hz": round(float(f), 3), "midi": round(float(69 + 12 * np.log2(f / 440.0)), 3),
@@ -76,23 +83,25 @@ class LoadedPitchModel:
         peak = int(np.argmax(confidence))
         return float(self.spec.scale.freq_of(refine_bins(confidence, energy, np.array([peak]))[0]))
 
-    def predict_signal(self, signal: np.ndarray, hop: int, threshold: float) -> list[dict[str, Any]]:
-        """Per frame: its start time and pitches (mono signal at the model's sample rate)."""
+    def predict_signal(self, signal: np.ndarray, hop: int, threshold: float | None = None) -> list[dict[str, Any]]:
+        """Per frame: its start time and pitches (mono signal at the model's sample rate; threshold None: the model's)."""
+        threshold = self.threshold if threshold is None else threshold
         frames, starts = frames_of(signal, self.spec.window_samples, hop)
         confidence, energy = self.predict_windows(frames)
         return [{"time_s": round(float(s) / self.sample_rate, 4), "pitches": self.pitches(c, e, threshold)}
                 for s, c, e in zip(starts, confidence, energy)]
 
-    def predict_path(self, path: str | Path, hop: int, threshold: float) -> dict[str, Any]:
+    def predict_path(self, path: str | Path, hop: int, threshold: float | None = None) -> dict[str, Any]:
         from musicid.audio import decode, to_model_rate
 
         audio = decode(path)
         signal = to_model_rate(audio.samples, audio.sample_rate, self.sample_rate)
         return {"query": str(path), "model_signature": self.signature, "sample_rate": self.sample_rate,
-                "hop_s": hop / self.sample_rate, "frames": self.predict_signal(signal, hop, threshold)}
+                "hop_s": hop / self.sample_rate, "threshold": self.threshold if threshold is None else threshold,
+                "frames": self.predict_signal(signal, hop, threshold)}
 
 
-def answer_path(loaded: LoadedPitchModel, path: str | Path, hop: int, threshold: float) -> dict[str, Any]:
+def answer_path(loaded: LoadedPitchModel, path: str | Path, hop: int, threshold: float | None) -> dict[str, Any]:
     """`predict_path`, or the file's one-line error with no frames (what the CLI and pyfunc print)."""
     from musicid.errors import MusicidError
 

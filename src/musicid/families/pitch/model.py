@@ -21,6 +21,7 @@ from torch import nn
 from musicid.families.pitch.bins import BinScale
 
 FLOOR_DB = 80.0
+SILENCE_DB = -70.0  # a window whose loudest bin is quieter than this (full-scale sine: 0 dB) stays near the floor
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,14 @@ class PitchNet(nn.Module):
             self.fc.bias.fill_(-math.log(spec.n_bins))
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, window) → (B, n_bins) in [0, 1]: dB below the window's peak, floored at −80 dB."""
+        """(B, window) → (B, n_bins) in [0, 1]: dB below the window's peak, floored at −80 dB.
+
+        The peak reference never drops below SILENCE_DB, so near-silence is not amplified into notes.
+        """
         x = x - x.mean(dim=1, keepdim=True)
         power = (x @ self.cos_basis) ** 2 + (x @ self.sin_basis) ** 2
         db = 10 * torch.log10(power + 1e-12)
-        db = db - db.amax(dim=1, keepdim=True)
+        db = db - db.amax(dim=1, keepdim=True).clamp(min=SILENCE_DB)
         return (db.clamp(min=-FLOOR_DB) + FLOOR_DB) / FLOOR_DB
 
     def stack(self, spec: torch.Tensor) -> torch.Tensor:

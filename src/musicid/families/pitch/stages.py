@@ -54,7 +54,7 @@ def train(params: Params, workers: int | None = None) -> None:
                    system_metrics=params.tracking.system_metrics, family="pitch") as run:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_pitch(SHARDS, cfg.synth, cfg.model, cfg.train, MODEL, report, CHECKPOINTS,
-                                 cfg.evaluate.threshold, cfg.evaluate.tolerance_cents, log_epoch=run.log_epoch)
+                                 cfg.evaluate.tolerance_cents, log_epoch=run.log_epoch)
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best["val_loss"],
                          "epochs_run": len(result.history)})

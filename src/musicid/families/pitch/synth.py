@@ -47,10 +47,11 @@ class Timbres:
 
 
 def make_timbres(n: int, max_harmonics: int, seed: int) -> Timbres:
-    """`n` deterministic timbres: power-law spectra, some odd-harmonic (reed-like), a formant, jitter."""
+    """`n` deterministic timbres: power-law spectra (one in six steep enough to be nearly a pure tone),
+    some odd-harmonic (reed-like), a formant, jitter."""
     rng = np.random.default_rng([seed, 0x71AB])
     k = np.arange(1, max_harmonics + 1, dtype=np.float64)
-    slope = rng.uniform(0.6, 2.4, n)[:, None]
+    slope = np.where(rng.random(n) < 1 / 6, rng.uniform(3.0, 6.0, n), rng.uniform(0.6, 2.4, n))[:, None]
     amps = k[None] ** -slope
     odd = rng.random(n) < 0.3
     amps[odd, 1::2] *= 0.08

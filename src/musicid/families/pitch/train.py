@@ -4,7 +4,8 @@ Each step draws half a batch from every set named in `train.sets` (random rows, 
 request per set through `WindowDataset`). Loss: BCE on the confidence targets (`pos_weight` for
 positive bins) + `energy_weight` × MSE on the energy shares + the `conv_l2` / `fc_l2` penalties.
 The best epoch is the one with the lowest validation loss; validation also scores multi-pitch F1
-(polyphonic val) and single-note accuracy (sanity val), logged per epoch.
+(polyphonic val, at the threshold that maximises it: the best epoch's becomes the model's default
+threshold) and single-note accuracy (sanity val), logged per epoch.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def loss_of(model: PitchNet, batch: dict[str, torch.Tensor], cfg: PitchTrainConf
     return loss + cfg.conv_l2 * conv_l2 + cfg.fc_l2 * fc_l2
 
 
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.95, 0.05))
+
+
 def scored_windows(model: PitchNet, ds: WindowDataset, rows: np.ndarray, device: torch.device,
-                   threshold: float, tolerance_cents: float) -> dict[str, float]:
-    """Loss-free validation figures on `rows` of one store."""
+                   tolerance_cents: float) -> dict[str, float]:
+    """Validation figures on `rows` of one store: multi-pitch F1 at the best of THRESHOLDS, single-note cents."""
     batch = ds.read_batch(rows)
     with torch.inference_mode():
         logits, energy = model(batch["waveform"].to(device))
@@ -90,17 +94,21 @@ def scored_windows(model: PitchNet, ds: WindowDataset, rows: np.ndarray, device:
     notes = [n[: int(k)] for n, k in zip(batch["notes"].numpy(), batch["n_notes"].numpy())]
     scale = model.spec.scale
     min_distance = max(1, int(tolerance_cents / scale.cents_per_bin))
-    predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, threshold, min_distance))) for c, e in zip(conf, energy)]
+    f1 = {}
+    for threshold in THRESHOLDS:
+        predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, threshold, min_distance))) for c, e in zip(conf, energy)]
+        f1[threshold] = multipitch(predicted, notes, tolerance_cents)["f1"]
+    best = max(f1, key=lambda t: (f1[t], -abs(t - 0.5)))
     top = np.array([scale.freq_of(refine_bins(c, e, np.array([int(np.argmax(c))]))[0]) for c, e in zip(conf, energy)])
     truth = np.array([n[0, 1] if len(n) else np.nan for n in notes])
     single = cents_summary(1200 * np.log2(top / truth)[np.isfinite(truth)])
-    return {"f1": multipitch(predicted, notes, tolerance_cents)["f1"], "within_50c": single.get("within_50c", 0.0),
+    return {"f1": f1[best], "threshold": best, "within_50c": single.get("within_50c", 0.0),
             "median_abs_cents": single.get("median_abs_cents", 0.0)}
 
 
 def train_pitch(
     shards: Path, synth: PitchSynthConfig, model_cfg: PitchModelConfig, cfg: PitchTrainConfig, model_out: Path,
-    report_dir: Path, checkpoint_root: Path, threshold: float = 0.5, tolerance_cents: float = 50.0,
+    report_dir: Path, checkpoint_root: Path, tolerance_cents: float = 50.0,
     progress: bool = True, log_epoch: Callable | None = None, on_epoch: Callable | None = None,
 ) -> TrainResult:
     device = resolve_device(cfg.device)
@@ -147,9 +155,9 @@ def train_pitch(
             losses = [float(loss_of(model, ds.read_batch(val_rows[k]), cfg, device)) for k, ds in val.items()]
         row["val_loss"] = float(np.mean(losses))
         for kind, ds in val.items():
-            scores = scored_windows(model, ds, val_rows[kind], device, threshold, tolerance_cents)
+            scores = scored_windows(model, ds, val_rows[kind], device, tolerance_cents)
             if kind == "polyphonic":
-                row["val_polyphonic_f1"] = scores["f1"]
+                row["val_polyphonic_f1"], row["val_threshold"] = scores["f1"], scores["threshold"]
             else:
                 row["val_sanity_within_50c"] = scores["within_50c"]
                 row["val_sanity_median_abs_cents"] = scores["median_abs_cents"]
@@ -164,15 +172,16 @@ def train_pitch(
                describe=lambda r: f"loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}" + "".join(
                    f", {k} {v:.3f}" for k, v in r.items() if k.startswith("val_") and k != "val_loss"))
     result = TrainResult.from_loop(loop)
+    threshold = float(result.best.get("val_threshold", 0.5))  # the best epoch's F1-maximising threshold on validation
     info = {"train": cfg.model_dump(), "model_config": model_cfg.model_dump(), "synth": synth.model_dump(),
             "data_version": key, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-            "val_loss": result.best["val_loss"]}
+            "val_loss": result.best["val_loss"], "threshold": threshold}
     result.signature = save_model(model.cpu(), model_out, info)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_history(report_dir / "history.csv", result.history)
     write_json(report_dir / "metrics.json", {
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "signature": result.signature, **{k: v for k, v in result.best.items() if k != "epoch"},
+        "signature": result.signature, "threshold": threshold, **{k: v for k, v in result.best.items() if k != "epoch"},
         "train_windows": {k: len(ds) for k, ds in train.items()},
     })
     plot_history(result.history, report_dir / "curves.png")

@@ -30,8 +30,10 @@ demo: install
 	musicid data validate data/manifests && \
 	for split in train val test; do echo "-- data/shards/fingerprint/$$split.zarr"; musicid store info data/shards/fingerprint/$$split.zarr; done && \
 	for split in train val test; do echo "-- data/shards/works/$$split.zarr"; musicid store info data/shards/works/$$split.zarr; done && \
+	echo "-- data/shards/pitch/polyphonic-train.zarr" && musicid store info data/shards/pitch/polyphonic-train.zarr && \
 	echo && echo "== fingerprint evaluation on held-out tracks (reports/fingerprint/eval/metrics.json) ==" && musicid metrics && \
 	echo && echo "== works evaluation (reports/works/eval/metrics.json) ==" && musicid works metrics && \
+	echo && echo "== pitch evaluation on held-out generated windows (reports/pitch/eval/metrics.json) ==" && musicid pitch metrics && \
 	$(BIN)/python -c "import json, soundfile as sf; t = json.loads(open('data/manifests/test.jsonl').readline()); \
 	a, r = sf.read('data/ingested/' + t['path']); sf.write('reports/demo-clip.wav', a[12 * r:17 * r], r); \
 	print('\n== clip for identify: 5 s cut at 12 s from', t['track_id'], '=='); \
@@ -41,9 +43,12 @@ demo: install
 	echo && echo "== model registry (MLflow, mlflow.db): promote each family's candidate through its release gates ==" && \
 	musicid registry promote candidate --alias champion && \
 	musicid registry promote candidate --alias champion --family works && \
-	musicid registry compare && musicid registry compare --family works && \
+	musicid registry promote candidate --alias champion --family pitch && \
+	musicid registry compare && musicid registry compare --family works && musicid registry compare --family pitch && \
 	echo && musicid identify reports/demo-clip.wav --top 3 && \
 	echo && musicid works identify "$$(cat reports/demo-performance.txt)" --top 3 && \
+	echo && echo "== pitches of the same clip, every 0.5 s (musicid-pitch @champion) ==" && \
+	musicid pitch predict reports/demo-clip.wav --hop 22050 && \
 	echo && echo "Results: data/ (archive, catalog, manifests, splits, shards, indexes), models/{fingerprint,works}/," && \
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."

@@ -3,8 +3,8 @@
 One run: the sanity set's held-out single notes (one per --step bins across 20–5000 Hz, random
 timbre, velocity and phase; `pitch.synth` seeds that no model trained on) plus the probes at 220 /
 440 / 880 Hz at window offsets 0, +512 and mid-note. musicid reads the 44.1 kHz windows; torchcrepe
-(its own venv .bench/crepe-venv with the CPU torch wheel; it ships its weights) gets each window
-resampled to 16 kHz and answers with its frame at the window's centre. CREPE's range is 31.7–2006 Hz,
+(its own venv .bench/crepe-venv; it ships its weights) gets each window
+resampled to 16 kHz and answers with one CREPE frame at the window's centre (batched torchcrepe.infer). CREPE's range is 31.7–2006 Hz,
 so the table has rows for all notes and for notes inside CREPE's range. Seconds per 1000 windows on
 this CPU (2 threads).
 
@@ -32,7 +32,9 @@ def ensure_venv() -> Path:
     if not (VENV / ".installed").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run(pip + ["torch==2.13.0"], check=True)  # the CPU wheel on this disk; no CUDA download
+        # torchcrepe imports torchaudio: the project's own torch/torchaudio pair (a newer torch with an older
+        # torchaudio fails to load its extension), then the peer
+        subprocess.run(pip + ["torch==2.14.1", "torchaudio==2.11.0"], check=True)
         subprocess.run(pip + ["torchcrepe", "scipy"], check=True)
         (VENV / ".installed").touch()
     return python

@@ -1,9 +1,11 @@
-"""Runs inside .bench/crepe-venv (torchcrepe + CPU torch): pitch of each window in an npz, with timing.
+"""Runs inside .bench/crepe-venv (torchcrepe): pitch of each window in an npz, with timing.
 
     python peer_crepe.py WINDOWS.npz OUT.json [--model full|tiny]
 
-WINDOWS.npz holds `windows` (n, samples) at `sample_rate`; each window is resampled to 16 kHz (what
-CREPE takes) and its pitch read from CREPE's frame at the window's centre (weighted-argmax decoding).
+WINDOWS.npz holds `windows` (n, samples) at `sample_rate`. Each window is resampled to 16 kHz (what
+CREPE takes); the 1024-sample CREPE frame at its centre is normalised as torchcrepe.preprocess does
+(zero mean, unit deviation) and all frames go through torchcrepe.infer in batches, decoded with
+weighted argmax: one CREPE frame per window, as musicid answers one window with one prediction.
 """
 
 import argparse
@@ -14,6 +16,8 @@ import numpy as np
 import torch
 import torchcrepe
 from scipy.signal import resample_poly
+
+FRAME = 1024  # CREPE's window at 16 kHz
 
 
 def main() -> None:
@@ -26,19 +30,21 @@ def main() -> None:
     windows, rate = data["windows"], int(data["sample_rate"])
     torch.set_num_threads(2)
     began = time.perf_counter()
-    audio = torch.from_numpy(np.stack([resample_poly(w, 160, rate // 100) for w in windows]).astype(np.float32))
-    hop = 80
+    audio = np.stack([resample_poly(w.astype(np.float64), 160, rate // 100) for w in windows])
+    centre = audio.shape[1] // 2
+    frames = torch.from_numpy(audio[:, centre - FRAME // 2 : centre + FRAME // 2].astype(np.float32))
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    frames = frames / torch.clamp(frames.std(dim=1, keepdim=True), min=1e-10)
     freqs = []
-    for start in range(0, len(audio), 64):
-        batch = audio[start : start + 64]
-        for row in batch:
-            pitch = torchcrepe.predict(row[None], 16000, hop, 31.7, 2006.0, args.model, decoder=torchcrepe.decode.weighted_argmax,
-                                       batch_size=64, device="cpu")
-            freqs.append(float(pitch[0, pitch.shape[1] // 2]))
+    with torch.no_grad():
+        for start in range(0, len(frames), 256):
+            probabilities = torchcrepe.infer(frames[start : start + 256], model=args.model)
+            pitch = torchcrepe.postprocess(probabilities.reshape(1, -1, 360).transpose(1, 2), 31.7, 2006.0,
+                                           torchcrepe.decode.weighted_argmax)
+            freqs += pitch.reshape(-1).tolist()
     seconds = time.perf_counter() - began
     with open(args.out, "w") as handle:
-        json.dump({"frequency_hz": freqs, "seconds": seconds, "model": args.model,
-                   "torchcrepe": getattr(torchcrepe, "__version__", "?"), "torch": torch.__version__}, handle)
+        json.dump({"frequency_hz": freqs, "seconds": seconds, "model": args.model, "torch": torch.__version__}, handle)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ class WindowDataset(Dataset):
 
     Lazy mode keeps only the path (and settings); each process (DataLoader workers included) opens
     its own zarr handles and shard files on first use, keyed on its pid. Small targets (<= 16 MiB,
-    e.g. indices and start times) are read whole once per process. `preload=True` reads everything
+    e.g. indices and start times; `target_cache_mb` sets the size) are read whole once per process,
+    which is what a memory-mapped waveform plus in-memory targets costs. `preload=True` reads everything
     into memory once as torch tensors (float32 waveform) and moves them to `device` ("auto": cuda if
     available); a dataset preloaded onto a GPU is meant for `num_workers=0`. `fast=False` reads
     through zarr's own API instead of the direct shard path (see the module docstring).
@@ -44,9 +45,11 @@ class WindowDataset(Dataset):
         device: str | torch.device | None = None,
         targets: Sequence[str] | None = None,
         fast: bool = True,
+        target_cache_mb: float = SMALL_TARGET_BYTES / 2**20,
     ) -> None:
         self.path = str(path)
         self.fast = fast
+        self.target_cache_bytes = int(target_cache_mb * 2**20)
         group = open_store(self.path)
         available = set(group[TARGETS].array_keys())
         self.targets = tuple(sorted(available) if targets is None else targets)
@@ -91,7 +94,7 @@ class WindowDataset(Dataset):
                 array = group[TARGETS][name]
                 reader = RowReader(array, fast=self.fast)
                 # tiny targets (indices, start times) are read whole once: a memory lookup per row
-                targets[name] = reader.read(slice(0, self._len)) if array.nbytes <= SMALL_TARGET_BYTES else reader
+                targets[name] = reader.read(slice(0, self._len)) if array.nbytes <= self.target_cache_bytes else reader
             handles = {WAVEFORM: RowReader(group[WAVEFORM], fast=self.fast), TARGETS: targets}
             self._handles = {pid: handles}  # drop handles inherited from a parent process
         return handles

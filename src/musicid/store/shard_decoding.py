@@ -139,6 +139,7 @@ class RowReader:
         self._indexes: dict[int, np.ndarray | None] = {}
         self._files: dict[int, Any] = {}
         self._views: dict[int, np.ndarray | None] = {}  # uncompressed shards, memory-mapped
+        self._last_chunk: tuple[tuple[int, int], np.ndarray] | None = None  # read_row's last decoded chunk
 
     @property
     def direct(self) -> bool:
@@ -166,12 +167,27 @@ class RowReader:
 
         From a memory-mapped shard this is a read-only view into the page cache; copy it to keep it.
         """
+        if self.layout is None:
+            return self.read(slice(i, i + 1))[0]
+        rpc, cps = self.layout["rows_per_chunk"], self.layout["chunks_per_shard"]
+        shard, chunk = divmod(i // rpc, cps)
         if self.mapped:
-            rps = self.layout["rows_per_chunk"] * self.layout["chunks_per_shard"]
-            view = self._shard_view(i // rps)
-            if view is not None and i % rps < len(view):
-                return view[i % rps]  # a read-only view: callers decode (copy) it
-        return self.read(slice(i, i + 1))[0]
+            view = self._shard_view(shard)
+            if view is not None and i % (rpc * cps) < len(view):
+                return view[i % (rpc * cps)]  # a read-only view: callers decode (copy) it
+        if self._last_chunk is not None and self._last_chunk[0] == (shard, chunk):
+            return self._last_chunk[1][i % rpc]
+        index = self._shard_index(shard)
+        offset, length = (MISSING, MISSING) if index is None else index[chunk]
+        if offset == MISSING:
+            return np.full(self.shape[1:], self.layout["fill_value"], dtype=self.dtype)
+        handle = self._files[shard]
+        data = os.pread(handle.fileno(), int(length), int(offset))
+        if len(data) != int(length):
+            raise StoreError(f"{handle.name}: shard file truncated")
+        decoded = self._decode_chunk(data)
+        self._last_chunk = ((shard, chunk), decoded)  # the next row is often in the same chunk
+        return decoded[i % rpc]
 
     def read(self, selection: slice | np.ndarray) -> np.ndarray:
         """`selection` is a step-1 slice or sorted unique row indices (as made by `_row_plan`)."""

@@ -27,6 +27,7 @@ from musicid.store import WindowDataset, open_store
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 TARGETS = ("confidence", "energy")
+TARGET_CACHE_MB = 2048.0  # training sets whose targets fit are decoded once: random batches then read only the mmap
 
 
 class TrainingError(MusicidError):
@@ -118,7 +119,7 @@ def train_pitch(
     for kind in stores:
         for path in stores[kind].values():
             check_store(path, spec)
-    train = {kind: WindowDataset(paths["train"], targets=TARGETS) for kind, paths in stores.items()}
+    train = {kind: WindowDataset(paths["train"], targets=TARGETS, target_cache_mb=TARGET_CACHE_MB) for kind, paths in stores.items()}
     val = {kind: WindowDataset(paths["val"]) for kind, paths in stores.items()}
     empty = [str(stores[k][s]) for k in stores for s, ds in (("train", train[k]), ("val", val[k])) if not len(ds)]
     if empty:

@@ -45,12 +45,13 @@ def main() -> None:
     """musicid: versioned, reproducible music identification.
 
     Model families on one pipeline (dvc.yaml): synth → ingest → prepare, then per family
-    fingerprint-{shards,train,index,evaluate,report} (which recording, and where) and
+    fingerprint-{shards,train,index,evaluate,report} (which recording, and where),
     works-{split,features,train,index,evaluate,report} (which composition a performance is a
-    version of). `dvc repro` rebuilds what is stale, and every run is tracked in MLflow. These
-    commands inspect sources, validate manifests, look into stores, build indexes for any folder,
-    manage the model registry and identify audio clips (with each family's registry champion by
-    default): `musicid identify` for recordings, `musicid works identify` for works.
+    version of) and pitch-{synth,train,evaluate,report} (which pitches sound in each window).
+    `dvc repro` rebuilds what is stale, and every run is tracked in MLflow. These commands inspect
+    sources, validate manifests, look into stores, build indexes for any folder, manage the model
+    registry and answer audio (with each family's registry champion by default): `musicid identify`
+    for recordings, `musicid works identify` for works, `musicid pitch predict` for pitches.
     """
 
 

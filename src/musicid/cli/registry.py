@@ -32,7 +32,7 @@ def registry() -> None:
     Runs and models live in $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. One registered
     model per family (musicid-fingerprinter, musicid-work-identifier, musicid-pitch), each with its own
     candidate/champion aliases and gates. Each family's `report` stage registers a new model with
-    alias candidate; `musicid identify` and `musicid works identify` use alias champion.
+    alias candidate; `musicid identify`, `musicid works identify` and `musicid pitch predict` use alias champion.
     """
 
 

@@ -31,7 +31,7 @@ TARGET_CACHE_MB = 2048.0  # training sets whose targets fit are decoded once: ra
 
 
 class TrainingError(MusicidError):
-    pass
+    """The pitch stores cannot train this model (missing, empty, or made for other windows or bins)."""
 
 
 def spec_from(synth: PitchSynthConfig, model_cfg: PitchModelConfig) -> PitchSpec:

@@ -18,14 +18,22 @@ def sections(params: Params, *names: str) -> dict[str, Any]:
     return {name: getattr(params.pitch, name).model_dump() for name in names}
 
 
+SYNTH_TIMING = LAYOUT.reports / "synth.json"  # how long generation took: apart from the stores, which stay byte-identical
+
+
 def synth(params: Params, workers: int | None = None) -> None:
-    """Generate the sanity and polyphonic sets (train/val/test) into data/shards/pitch/."""
+    """Generate the sanity and polyphonic sets (train/val/test) into data/shards/pitch/.
+
+    The stores and their summary.json depend only on pitch.synth (the same params give the same
+    bytes, so DVC's hash is stable); timings go to reports/pitch/synth.json.
+    """
     from musicid.data.ingest import default_workers
     from musicid.families.pitch.generate import SETS, build_set
     from musicid.store import store_summary
 
     cfg = params.pitch.synth
     summary: dict[str, Any] = {"sets": {}}
+    timing: dict[str, Any] = {"sets": {}}
     began = time.perf_counter()
     with atomic_dir(SHARDS) as staging:
         for kind in SETS:
@@ -35,13 +43,14 @@ def synth(params: Params, workers: int | None = None) -> None:
                 built = build_set(cfg, kind, split, staging / f"{name}.zarr", workers=workers or default_workers())
                 seconds = time.perf_counter() - t0
                 store = store_summary(staging / f"{name}.zarr")
-                summary["sets"][name] = built | {"seconds": round(seconds, 2),
-                                                 "windows_per_s": round(built["rows"] / seconds, 1) if seconds else 0.0,
-                                                 "bytes": store["bytes"], "direct_read": store["direct_read"]}
-                print(f"pitch-synth: {name}: {built['rows']} windows in {seconds:.1f} s "
-                      f"({summary['sets'][name]['windows_per_s']:.0f}/s), {store['bytes'] / 1e6:.1f} MB")
-        summary["seconds"] = round(time.perf_counter() - began, 2)
+                summary["sets"][name] = built | {"bytes": store["bytes"], "direct_read": store["direct_read"]}
+                rate = round(built["rows"] / seconds, 1) if seconds else 0.0
+                timing["sets"][name] = {"rows": built["rows"], "seconds": round(seconds, 2), "windows_per_s": rate}
+                print(f"pitch-synth: {name}: {built['rows']} windows in {seconds:.1f} s ({rate:.0f}/s), "
+                      f"{store['bytes'] / 1e6:.1f} MB")
         write_json(staging / "summary.json", summary)
+    timing["seconds"], timing["workers"] = round(time.perf_counter() - began, 2), workers or default_workers()
+    write_json(SYNTH_TIMING, timing)
     print(f"pitch-synth: {sum(s['rows'] for s in summary['sets'].values())} windows → {SHARDS}")
 
 
@@ -98,7 +107,7 @@ def report(params: Params, workers: int | None = None) -> None:
     cfg = params.pitch
     loaded = load_model(MODEL, cfg.train.device)
     model, evaluation = read_json(MODEL / "config.json"), read_json(EVAL_REPORT / "metrics.json")
-    train_metrics, synth_summary = read_json(TRAIN_REPORT / "metrics.json"), read_json(SHARDS / "summary.json")
+    train_metrics, synth_timing = read_json(TRAIN_REPORT / "metrics.json"), read_json(SYNTH_TIMING)
     metrics = summary_metrics(evaluation) | {"model_size_mb": (MODEL / "model.pt").stat().st_size / 1e6,
                                              "peak_memory_mb": peak_memory_mb()}
     rows = gate_rows(metrics, cfg.registry.gates)
@@ -107,7 +116,7 @@ def report(params: Params, workers: int | None = None) -> None:
     version = data_version("pitch")
     rows.append(("training data version locked in dvc.lock", bool(version), version or "missing"))
     text, ready = checklist(cfg.registry.model_name, loaded.signature, rows, cfg.registry.champion_alias)
-    documents = {LAYOUT.model_card: model_card(params, model, train_metrics, evaluation, synth_summary, version),
+    documents = {LAYOUT.model_card: model_card(params, model, train_metrics, evaluation, synth_timing, version),
                  LAYOUT.release_checklist: text}
     for path, body in documents.items():
         with atomic_file(path) as tmp:

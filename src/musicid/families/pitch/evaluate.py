@@ -22,7 +22,7 @@ from musicid.families.pitch.bins import cents
 from musicid.families.pitch.generate import scale_of
 from musicid.families.pitch.io import LoadedPitchModel
 from musicid.families.pitch.metrics import bin_level, by_band, cents_summary, multipitch
-from musicid.families.pitch.model import pick_peaks, refine_bins
+from musicid.families.pitch.model import frame_pitches_hz
 from musicid.families.pitch.synth import make_timbres, render_window, single_note
 from musicid.fsutil import write_json
 from musicid.store import WindowDataset
@@ -44,9 +44,7 @@ def _predict_store(loaded: LoadedPitchModel, ds: WindowDataset) -> tuple[np.ndar
 def polyphonic_scores(loaded: LoadedPitchModel, ds: WindowDataset, cfg: PitchEvaluateConfig) -> dict[str, Any]:
     threshold = loaded.threshold if cfg.threshold is None else cfg.threshold
     conf, energy, notes, target = _predict_store(loaded, ds)
-    scale = loaded.spec.scale
-    min_distance = max(1, int(cfg.tolerance_cents / scale.cents_per_bin))
-    predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, threshold, min_distance))) for c, e in zip(conf, energy)]
+    predicted = [frame_pitches_hz(c, e, loaded.spec.scale, threshold, cfg.tolerance_cents)[1] for c, e in zip(conf, energy)]
     by_polyphony = {}
     counts = np.array([len(n) for n in notes])
     for lo, hi in ((1, 1), (2, 3), (4, 7), (8, 16)):

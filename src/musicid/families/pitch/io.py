@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from musicid.device import resolve_device
-from musicid.families.pitch.model import PitchNet, PitchSpec, pick_peaks, refine_bins
+from musicid.families.pitch.model import PitchNet, PitchSpec, frame_pitches_hz, top_pitch_hz
 from musicid.models.io import ModelError, load_weights, read_config
 from musicid.models.io import save_model as save_folder
 
@@ -71,17 +71,14 @@ class LoadedPitchModel:
                 min_distance_cents: float = 50.0) -> list[dict[str, float]]:
         """One frame's pitches: confidence peaks ≥ threshold at least `min_distance_cents` apart (one
         note's blurred peak is one pitch), refined to sub-bin by the energy centroid."""
-        peaks = pick_peaks(confidence, threshold, max(1, int(min_distance_cents / self.spec.scale.cents_per_bin)))
-        bins = refine_bins(confidence, energy, peaks)
-        freqs = self.spec.scale.freq_of(bins)
+        peaks, freqs = frame_pitches_hz(confidence, energy, self.spec.scale, threshold, min_distance_cents)
         return [{"frequency_hz": round(float(f), 3), "midi": round(float(69 + 12 * np.log2(f / 440.0)), 3),
                  "confidence": round(float(confidence[p]), 4), "energy": round(float(energy[p]), 4)}
                 for f, p in zip(freqs, peaks)]
 
     def top_pitch(self, confidence: np.ndarray, energy: np.ndarray) -> float:
         """The single most confident pitch of a frame (Hz), refined: what single-note evaluation scores."""
-        peak = int(np.argmax(confidence))
-        return float(self.spec.scale.freq_of(refine_bins(confidence, energy, np.array([peak]))[0]))
+        return top_pitch_hz(confidence, energy, self.spec.scale)
 
     def predict_signal(self, signal: np.ndarray, hop: int, threshold: float | None = None) -> list[dict[str, Any]]:
         """Per frame: its start time and pitches (mono signal at the model's sample rate; threshold None: the model's)."""

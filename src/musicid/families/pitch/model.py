@@ -125,3 +125,16 @@ def pick_peaks(confidence: np.ndarray, threshold: float, min_distance: int) -> n
         if all(abs(int(b) - k) >= min_distance for k in kept):
             kept.append(int(b))
     return np.array(kept, dtype=np.int64)
+
+
+def frame_pitches_hz(confidence: np.ndarray, energy: np.ndarray, scale: BinScale, threshold: float,
+                     min_distance_cents: float) -> tuple[np.ndarray, np.ndarray]:
+    """(peak bins, their refined frequencies in Hz) of one frame: what predict, training and evaluation read."""
+    peaks = pick_peaks(confidence, threshold, max(1, int(min_distance_cents / scale.cents_per_bin)))
+    return peaks, scale.freq_of(refine_bins(confidence, energy, peaks))
+
+
+def top_pitch_hz(confidence: np.ndarray, energy: np.ndarray, scale: BinScale) -> float:
+    """The single most confident pitch of a frame, refined (what single-note scores read)."""
+    return float(scale.freq_of(refine_bins(confidence, energy, np.array([int(np.argmax(confidence))]))[0]))
+

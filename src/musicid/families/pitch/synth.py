@@ -109,23 +109,27 @@ def envelope(t: np.ndarray, duration: float, timbres: Timbres, timbre: int, samp
 
 
 def _adsr_breakpoints(duration: float, timbres: Timbres, timbre: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    a, d, r = (float(x[timbre]) * sample_rate for x in (timbres.attack_s, timbres.decay_s, timbres.release_s))
-    fit = min(1.0, duration / max(a + d + r, 1e-9))
-    a, d, r = a * fit, d * fit, r * fit
-    s = float(timbres.sustain[timbre])
-    return np.array([0.0, a, a + d, duration - r, duration]), np.array([0.0, 1.0, s, s, 0.0])
+    times, levels = _adsr_table(np.array([duration], dtype=np.float64), np.array([timbre]), timbres, sample_rate)
+    return times[0], levels[0]
+
+
+def _mean_square(lo: np.ndarray, hi: np.ndarray, times: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Mean of env² over [lo, hi) per row, integrated exactly on each linear segment of the envelope."""
+    lo, hi = lo[:, None], hi[:, None]
+    t0, t1, e0, e1 = times[:, :-1], times[:, 1:], levels[:, :-1], levels[:, 1:]
+    a, b = np.maximum(lo, t0), np.minimum(hi, t1)
+    slope = (e1 - e0) / np.maximum(t1 - t0, 1e-12)
+    ea, eb = e0 + slope * (a - t0), e0 + slope * (b - t0)
+    integral = np.sum(np.clip(b - a, 0.0, None) * (ea * ea + ea * eb + eb * eb) / 3.0, axis=1)
+    span = (hi - lo)[:, 0]
+    return np.where(span > 0, integral / np.maximum(span, 1e-12), 0.0)
 
 
 def mean_square_envelope(lo: float, hi: float, duration: float, timbres: Timbres, timbre: int,
                          sample_rate: int) -> float:
     """Mean of env² over note time [lo, hi), exactly, from the piecewise-linear ADSR (no sampling)."""
-    if hi <= lo:
-        return 0.0
     times, levels = _adsr_breakpoints(duration, timbres, timbre, sample_rate)
-    cuts = np.unique(np.clip(np.concatenate([times, [lo, hi]]), lo, hi))
-    values = np.interp(cuts, times, levels, left=0.0, right=0.0)
-    e0, e1, width = values[:-1], values[1:], np.diff(cuts)
-    return float(np.sum(width * (e0 * e0 + e0 * e1 + e1 * e1) / 3.0) / (hi - lo))
+    return float(_mean_square(np.array([float(lo)]), np.array([float(hi)]), times[None], levels[None])[0])
 
 
 def _harmonics(freq: float, timbres: Timbres, timbre: int, sample_rate: int) -> np.ndarray:
@@ -179,10 +183,12 @@ def _shares(raw: np.ndarray) -> np.ndarray:
     return raw / total if total > 0 else np.zeros_like(raw)
 
 
-def _adsr_table(notes: Notes, timbres: Timbres, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Breakpoint times (n, 5) and levels (n, 5) of every note's envelope, in note time (all notes at once)."""
-    duration = (notes.offset - notes.onset_drawn).astype(np.float64)
-    t = np.asarray(notes.timbre, dtype=np.int64)
+def _adsr_table(duration: np.ndarray, timbre: np.ndarray, timbres: Timbres, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoint times (n, 5) and levels (n, 5) of each note's envelope in note time.
+
+    Attack, decay and release shrink together when they do not fit the note; it ends at 0.
+    """
+    t = np.asarray(timbre, dtype=np.int64)
     a, d, r = (x[t] * sample_rate for x in (timbres.attack_s, timbres.decay_s, timbres.release_s))
     fit = np.minimum(1.0, duration / np.maximum(a + d + r, 1e-9))
     a, d, r = a * fit, d * fit, r * fit
@@ -209,17 +215,10 @@ def frequency_domain_energy(notes: Notes, timbres: Timbres, window: int, sample_
     """
     if not len(notes):
         return np.zeros(0)
-    lo = (notes.onset - notes.onset_drawn).astype(np.float64)[:, None]  # visible span in note time
-    hi = (np.minimum(notes.offset, window) - notes.onset_drawn).astype(np.float64)[:, None]
-    times, levels = _adsr_table(notes, timbres, sample_rate)
-    t0, t1, e0, e1 = times[:, :-1], times[:, 1:], levels[:, :-1], levels[:, 1:]
-    a, b = np.maximum(lo, t0), np.minimum(hi, t1)
-    slope = (e1 - e0) / np.maximum(t1 - t0, 1e-12)
-    ea, eb = e0 + slope * (a - t0), e0 + slope * (b - t0)
-    width = np.clip(b - a, 0.0, None)
-    integral = np.sum(width * (ea * ea + ea * eb + eb * eb) / 3.0, axis=1)
-    span = (hi - lo)[:, 0]
-    mean_env2 = np.where(span > 0, integral / np.maximum(span, 1e-12), 0.0)
+    lo = (notes.onset - notes.onset_drawn).astype(np.float64)  # visible span in note time
+    hi = (np.minimum(notes.offset, window) - notes.onset_drawn).astype(np.float64)
+    times, levels = _adsr_table((notes.offset - notes.onset_drawn).astype(np.float64), notes.timbre, timbres, sample_rate)
+    mean_env2 = _mean_square(lo, hi, times, levels)
     raw = harmonic_power(notes, timbres, sample_rate) * notes.velocity**2 * mean_env2 * _class_weight(notes, window)
     return _shares(raw) if normalise else raw
 

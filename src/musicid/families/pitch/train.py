@@ -21,7 +21,7 @@ from musicid.device import resolve_device
 from musicid.errors import MusicidError
 from musicid.families.pitch.io import save_model
 from musicid.families.pitch.metrics import cents_summary, multipitch
-from musicid.families.pitch.model import PitchNet, PitchSpec, pick_peaks, refine_bins
+from musicid.families.pitch.model import PitchNet, PitchSpec, frame_pitches_hz, top_pitch_hz
 from musicid.fsutil import write_json
 from musicid.store import WindowDataset, open_store
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
@@ -94,13 +94,12 @@ def scored_windows(model: PitchNet, ds: WindowDataset, rows: np.ndarray, device:
     conf, energy = torch.sigmoid(logits).cpu().numpy(), energy.cpu().numpy()
     notes = [n[: int(k)] for n, k in zip(batch["notes"].numpy(), batch["n_notes"].numpy())]
     scale = model.spec.scale
-    min_distance = max(1, int(tolerance_cents / scale.cents_per_bin))
     f1 = {}
     for threshold in THRESHOLDS:
-        predicted = [scale.freq_of(refine_bins(c, e, pick_peaks(c, threshold, min_distance))) for c, e in zip(conf, energy)]
+        predicted = [frame_pitches_hz(c, e, scale, threshold, tolerance_cents)[1] for c, e in zip(conf, energy)]
         f1[threshold] = multipitch(predicted, notes, tolerance_cents)["f1"]
     best = max(f1, key=lambda t: (f1[t], -abs(t - 0.5)))
-    top = np.array([scale.freq_of(refine_bins(c, e, np.array([int(np.argmax(c))]))[0]) for c, e in zip(conf, energy)])
+    top = np.array([top_pitch_hz(c, e, scale) for c, e in zip(conf, energy)])
     truth = np.array([n[0, 1] if len(n) else np.nan for n in notes])
     single = cents_summary(1200 * np.log2(top / truth)[np.isfinite(truth)])
     return {"f1": f1[best], "threshold": best, "within_50c": single.get("within_50c", 0.0),

@@ -129,6 +129,23 @@ def test_model_puts_a_sine_on_its_bin_through_the_front_end() -> None:
     assert refine_bins(np.zeros(5), np.array([0, 1.0, 1.0, 0, 0]), np.array([1]))[0] == pytest.approx(1.5)
 
 
+def test_periodicity_channel_peaks_at_the_period_where_the_spectrum_cannot_resolve() -> None:
+    """Below ~50 Hz the Hann spectrum is one blob; the NSDF still reads 1 at the note's period."""
+    spec = PitchSpec(n_bins=512, channels=[4], dilations=[1], periodicity=True, harmonics=[1 / 3, 0.5, 1, 2])
+    net = PitchNet(spec)
+    t = np.arange(W) / SR
+    for hz in (21.0, 33.0, 140.0):
+        x = np.sin(2 * np.pi * hz * t + 0.7) + 0.5 * np.sin(2 * np.pi * 3 * hz * t + 0.2)  # odd harmonics only
+        nsdf = net.nsdf(torch.from_numpy(x.astype(np.float32))[None])[0].numpy()
+        assert nsdf[round(spec.scale.bin_of(hz))] > 0.99
+        assert nsdf[round(spec.scale.bin_of(3 * hz))] < 0.0  # its 3rd harmonic's period is not the window's
+    assert net.features(torch.zeros(2, W)).shape == (2, 2 * 4 + 1, 512)
+    assert float(net.nsdf(torch.zeros(1, W)).abs().max()) == 0.0  # silence: no periodicity, no NaN
+    saved = PitchSpec(n_bins=512).to_dict()
+    del saved["periodicity"]  # a folder written before the channel existed
+    assert PitchSpec.from_dict(saved).periodicity is False
+
+
 def test_multipitch_matching_excuses_partial_notes() -> None:
     notes = np.array([[0, 440.0, 1, 0, 0, 8192, 4], [0, 660.0, 1, 0, 0, 100, 1]], dtype=np.float32)  # sustained, ending
     assert match_frame(np.array([441.0]), notes, 50) == (1, 0, 0)

@@ -507,10 +507,11 @@ class PitchSynthConfig(StoreEncodingConfig):
 class PitchModelConfig(Section):
     """Window → per-bin confidence and energy: fixed log-frequency DFT, harmonic stacking, 1-D convs."""
 
-    harmonics: list[float] = Field(default_factory=lambda: [0.5, 1, 2, 3, 4, 5, 6], min_length=1)
+    harmonics: list[float] = Field(default_factory=lambda: [0.2, 0.333333, 0.5, 1, 2, 3, 4, 5, 6], min_length=1)
     channels: list[int] = Field(default_factory=lambda: [32, 32, 32], min_length=1)
     kernel: int = Field(5, ge=1)
     dilations: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    periodicity: bool = True
 
 
 class PitchTrainConfig(Section):

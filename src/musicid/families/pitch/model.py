@@ -4,6 +4,11 @@ Front end (fixed, rebuilt from the spec, not stored): the window's Hann-weighted
 exactly the family's log-spaced bin centres, as dB below the window's peak. Harmonic stacking
 (as in HCQT models): the spectrum shifted by log2(h) octaves for each h in `harmonics` becomes a
 channel, so a bin sees its own overtones and sub-harmonic; a position channel tells low from high.
+Sub-harmonic channels (h < 1) let a bin see the fundamental below it, so the 3rd or 5th harmonic of
+a reed-like (odd-harmonic) tone is not taken for its pitch. A **periodicity** channel (optional,
+`periodicity`) adds the window's normalised square difference function (McLeod's NSDF) read at
+each bin's period, stacked the same way: below ~50 Hz a 93 ms window cannot resolve the harmonics
+(their spacing is under the Hann main lobe), but two to four periods still line up in time.
 Then dilated 1-D convolutions over bins and a 1×1 output layer ("fc") with two outputs per bin.
 The network is shift-equivariant in log frequency, so every bin learns from every note.
 """
@@ -35,6 +40,7 @@ class PitchSpec:
     channels: list[int] = field(default_factory=lambda: [32, 32, 32])
     kernel: int = 5
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4])
+    periodicity: bool = False
 
     @property
     def scale(self) -> BinScale:
@@ -45,7 +51,7 @@ class PitchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PitchSpec":
-        return cls(**data)
+        return cls(**data)  # folders saved before `periodicity` existed load with its default (off)
 
 
 class PitchNet(nn.Module):
@@ -60,8 +66,11 @@ class PitchNet(nn.Module):
         self.register_buffer("sin_basis", torch.from_numpy((np.sin(omega) * hann * norm).T.astype(np.float32)), persistent=False)
         self.register_buffer("position", torch.linspace(-1, 1, spec.n_bins)[None, None], persistent=False)
         self.shifts = [int(round(math.log2(h) * spec.scale.bins_per_octave)) for h in spec.harmonics]
+        lags = spec.sample_rate / spec.scale.centres()  # each bin's period in samples (fractional)
+        self.register_buffer("lag_floor", torch.from_numpy(np.floor(lags).astype(np.int64)), persistent=False)
+        self.register_buffer("lag_frac", torch.from_numpy((lags - np.floor(lags)).astype(np.float32)), persistent=False)
         layers: list[nn.Module] = []
-        width = len(spec.harmonics) + 1
+        width = len(spec.harmonics) * (2 if spec.periodicity else 1) + 1
         dilations = list(spec.dilations) + [1] * max(0, len(spec.channels) - len(spec.dilations))
         for out, dilation in zip(spec.channels, dilations):
             layers += [nn.Conv1d(width, out, spec.kernel, padding=dilation * (spec.kernel // 2), dilation=dilation),
@@ -83,21 +92,44 @@ class PitchNet(nn.Module):
         db = db - db.amax(dim=1, keepdim=True).clamp(min=SILENCE_DB)
         return (db.clamp(min=-FLOOR_DB) + FLOOR_DB) / FLOOR_DB
 
-    def stack(self, spec: torch.Tensor) -> torch.Tensor:
-        """(B, n_bins) → (B, harmonics + 1, n_bins): shifted copies (zero outside) + the position channel."""
+    def nsdf(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, window) → (B, n_bins) in [−1, 1]: NSDF(τ) = 2 Σ x[n]x[n+τ] / Σ (x[n]² + x[n+τ]²) at each
+        bin's period τ (linear between integer lags); 1 where the window repeats after τ samples."""
+        x = x - x.mean(dim=1, keepdim=True)
+        n = x.shape[1]
+        acf = torch.fft.irfft(torch.fft.rfft(x, 2 * n).abs() ** 2, 2 * n)[:, :n]
+        energy = torch.cumsum(x * x, dim=1)  # energy[:, i] = Σ_{k ≤ i} x[k]²
+        lags = torch.arange(n, device=x.device)
+        head = energy[:, n - 1 - lags]  # Σ_{k < n−τ} x[k]²
+        tail = energy[:, -1:] - torch.where(lags > 0, energy[:, (lags - 1).clamp(min=0)], torch.zeros_like(energy[:, :1]))
+        nsdf = 2 * acf / (head + tail + 1e-9 * n)
+        lo = nsdf[:, self.lag_floor]
+        hi = nsdf[:, (self.lag_floor + 1).clamp(max=n - 1)]
+        return lo + (hi - lo) * self.lag_frac
+
+    def stack(self, *rows_in: torch.Tensor) -> torch.Tensor:
+        """(B, n_bins) each → (B, harmonics × inputs + 1, n_bins): each input shifted by every harmonic
+        (zero outside) + the position channel."""
         rows = []
-        for shift in self.shifts:
-            shifted = torch.zeros_like(spec)
-            if shift >= 0:
-                shifted[:, : spec.shape[1] - shift] = spec[:, shift:]
-            else:
-                shifted[:, -shift:] = spec[:, : spec.shape[1] + shift]
-            rows.append(shifted)
-        return torch.cat([torch.stack(rows, dim=1), self.position.expand(spec.shape[0], 1, -1)], dim=1)
+        for row in rows_in:
+            for shift in self.shifts:
+                shifted = torch.zeros_like(row)
+                if shift >= 0:
+                    shifted[:, : row.shape[1] - shift] = row[:, shift:]
+                else:
+                    shifted[:, -shift:] = row[:, : row.shape[1] + shift]
+                rows.append(shifted)
+        return torch.cat([torch.stack(rows, dim=1), self.position.expand(rows_in[0].shape[0], 1, -1)], dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, window) → (B, channels in, n_bins): the fixed front end the convolutions read."""
+        if self.spec.periodicity:
+            return self.stack(self.spectrum(x), self.nsdf(x))
+        return self.stack(self.spectrum(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, window) → (confidence logits, energy in [0, 1]), each (B, n_bins)."""
-        out = self.fc(self.convs(self.stack(self.spectrum(x))))
+        out = self.fc(self.convs(self.features(x)))
         return out[:, 0], torch.sigmoid(out[:, 1])
 
     def l2_terms(self) -> tuple[torch.Tensor, torch.Tensor]:

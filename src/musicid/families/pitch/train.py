@@ -37,7 +37,8 @@ class TrainingError(MusicidError):
 def spec_from(synth: PitchSynthConfig, model_cfg: PitchModelConfig) -> PitchSpec:
     return PitchSpec(sample_rate=synth.sample_rate, window_samples=synth.window_samples, n_bins=synth.n_bins,
                      fmin_hz=synth.fmin_hz, fmax_hz=synth.fmax_hz, harmonics=list(model_cfg.harmonics),
-                     channels=list(model_cfg.channels), kernel=model_cfg.kernel, dilations=list(model_cfg.dilations))
+                     channels=list(model_cfg.channels), kernel=model_cfg.kernel, dilations=list(model_cfg.dilations),
+                     periodicity=model_cfg.periodicity)
 
 
 def check_store(path: Path, spec: PitchSpec) -> None:
@@ -71,39 +72,42 @@ def blurred(target: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
 
 
 def loss_of(model: PitchNet, batch: dict[str, torch.Tensor], cfg: PitchTrainConfig, device: torch.device) -> torch.Tensor:
-    x = batch["waveform"].to(device)
+    logits, energy = model(batch["waveform"].to(device))
+    conv_l2, fc_l2 = model.l2_terms()
+    return loss_from(logits, energy, batch, cfg, device) + cfg.conv_l2 * conv_l2 + cfg.fc_l2 * fc_l2
+
+
+def loss_from(logits: torch.Tensor, energy: torch.Tensor, batch: dict[str, torch.Tensor], cfg: PitchTrainConfig,
+              device: torch.device) -> torch.Tensor:
+    """BCE on the blurred confidence target (`pos_weight`) + `energy_weight` × MSE on the energy target."""
     conf_t, energy_t = batch["confidence"].to(device).float(), batch["energy"].to(device).float()
     conf_t = blurred(conf_t, blur_kernel(cfg.confidence_blur_bins))
-    logits, energy = model(x)
     pos_weight = torch.tensor(cfg.pos_weight, device=device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, conf_t, pos_weight=pos_weight)
-    loss = loss + cfg.energy_weight * torch.nn.functional.mse_loss(energy, energy_t)
-    conv_l2, fc_l2 = model.l2_terms()
-    return loss + cfg.conv_l2 * conv_l2 + cfg.fc_l2 * fc_l2
+    return loss + cfg.energy_weight * torch.nn.functional.mse_loss(energy, energy_t)
 
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.95, 0.05))
 
 
-def scored_windows(model: PitchNet, ds: WindowDataset, rows: np.ndarray, device: torch.device,
-                   tolerance_cents: float) -> dict[str, float]:
-    """Validation figures on `rows` of one store: multi-pitch F1 at the best of THRESHOLDS, single-note cents."""
-    batch = ds.read_batch(rows)
-    with torch.inference_mode():
-        logits, energy = model(batch["waveform"].to(device))
-    conf, energy = torch.sigmoid(logits).cpu().numpy(), energy.cpu().numpy()
+def scored_windows(model: PitchNet, batch: dict[str, torch.Tensor], logits: torch.Tensor, energy: torch.Tensor,
+                   tolerance_cents: float, kind: str) -> dict[str, float]:
+    """Validation figures of one store's rows from the model's outputs: for polyphonic windows the
+    multi-pitch F1 at the best of THRESHOLDS, for single notes the top pitch's cents."""
+    conf, energy_np = torch.sigmoid(logits).cpu().numpy(), energy.cpu().numpy()
     notes = [n[: int(k)] for n, k in zip(batch["notes"].numpy(), batch["n_notes"].numpy())]
     scale = model.spec.scale
-    f1 = {}
-    for threshold in THRESHOLDS:
-        predicted = [frame_pitches_hz(c, e, scale, threshold, tolerance_cents)[1] for c, e in zip(conf, energy)]
-        f1[threshold] = multipitch(predicted, notes, tolerance_cents)["f1"]
-    best = max(f1, key=lambda t: (f1[t], -abs(t - 0.5)))
-    top = np.array([top_pitch_hz(c, e, scale) for c, e in zip(conf, energy)])
+    if kind == "polyphonic":
+        f1 = {}
+        for threshold in THRESHOLDS:
+            predicted = [frame_pitches_hz(c, e, scale, threshold, tolerance_cents)[1] for c, e in zip(conf, energy_np)]
+            f1[threshold] = multipitch(predicted, notes, tolerance_cents)["f1"]
+        best = max(f1, key=lambda t: (f1[t], -abs(t - 0.5)))
+        return {"f1": f1[best], "threshold": best}
+    top = np.array([top_pitch_hz(c, e, scale) for c, e in zip(conf, energy_np)])
     truth = np.array([n[0, 1] if len(n) else np.nan for n in notes])
     single = cents_summary(1200 * np.log2(top / truth)[np.isfinite(truth)])
-    return {"f1": f1[best], "threshold": best, "within_50c": single.get("within_50c", 0.0),
-            "median_abs_cents": single.get("median_abs_cents", 0.0)}
+    return {"within_50c": single.get("within_50c", 0.0), "median_abs_cents": single.get("median_abs_cents", 0.0)}
 
 
 def train_pitch(
@@ -151,16 +155,19 @@ def train_pitch(
     def validate(epoch: int) -> dict[str, float]:
         model.eval()
         row: dict[str, float] = {}
-        with torch.inference_mode():
-            losses = [float(loss_of(model, ds.read_batch(val_rows[k]), cfg, device)) for k, ds in val.items()]
-        row["val_loss"] = float(np.mean(losses))
+        losses = []
         for kind, ds in val.items():
-            scores = scored_windows(model, ds, val_rows[kind], device, tolerance_cents)
+            batch = ds.read_batch(val_rows[kind])
+            with torch.inference_mode():
+                logits, energy = model(batch["waveform"].to(device))
+                losses.append(float(loss_from(logits, energy, batch, cfg, device)))
+            scores = scored_windows(model, batch, logits, energy, tolerance_cents, kind)
             if kind == "polyphonic":
                 row["val_polyphonic_f1"], row["val_threshold"] = scores["f1"], scores["threshold"]
             else:
                 row["val_sanity_within_50c"] = scores["within_50c"]
                 row["val_sanity_median_abs_cents"] = scores["median_abs_cents"]
+        row["val_loss"] = float(np.mean(losses))
         return row
 
     def better(row: dict[str, float], best: dict[str, float] | None) -> bool:

@@ -10,7 +10,18 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench clean-venv
+.PHONY: install debian-packages demo test test-fast bench clean-venv
+
+# Debian packages: fluidsynth + the FluidR3 GM soundfont render the chorales (pitch-notes-render).
+DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+
+debian-packages:
+	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
+		echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +30,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+install: debian-packages $(STAMP)
 
 demo: install
 	@start=$$(date +%s); \
@@ -31,6 +42,7 @@ demo: install
 	for split in train val test; do echo "-- data/shards/fingerprint/$$split.zarr"; musicid store info data/shards/fingerprint/$$split.zarr; done && \
 	for split in train val test; do echo "-- data/shards/works/$$split.zarr"; musicid store info data/shards/works/$$split.zarr; done && \
 	echo "-- data/shards/pitch/polyphonic-train.zarr" && musicid store info data/shards/pitch/polyphonic-train.zarr && \
+	echo "-- data/shards/pitch-notes/chorales-train.zarr" && musicid store info data/shards/pitch-notes/chorales-train.zarr && \
 	echo && echo "== fingerprint evaluation on held-out tracks (reports/fingerprint/eval/metrics.json) ==" && musicid metrics && \
 	echo && echo "== works evaluation (reports/works/eval/metrics.json) ==" && musicid works metrics && \
 	echo && echo "== pitch evaluation on held-out generated windows (reports/pitch/eval/metrics.json) ==" && musicid pitch metrics && \

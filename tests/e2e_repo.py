@@ -33,10 +33,13 @@ TINY_PARAMS = {
     "pitch.model": {"channels": [8, 8], "dilations": [1, 2]},
     "pitch.train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_windows": 32, "device": "cpu"},
     "pitch.evaluate": {"probe_notes": 3},
+    "pitch_notes": {"window_frames": 32},
+    "pitch_notes.synthetic": {"works": {"train": 1, "val": 1, "test": 1}, "versions": 1, "max_duration_s": 6.0},
+    "pitch_notes.chorales": {"pieces": 3, "renderings": {"train": 1, "val": 1, "test": 1}},
 }
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
-PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "train", "evaluate", "report"))
+PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "train", "evaluate", "report"))
 STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)
 
 

@@ -24,7 +24,8 @@ def test_dvc_yaml_runs_exactly_the_stages_musicid_knows() -> None:
 def test_family_outputs_live_under_the_family_layout() -> None:
     for family in FAMILY_NAMES:
         layout = family_layout(family)
-        roots = {str(p) for p in (layout.manifests, layout.shards, layout.model, layout.index, layout.reports)}
+        roots = {str(p) for p in (layout.manifests, layout.shards, layout.model, layout.index, layout.reports,
+                                  layout.labelled, layout.note_shards)}
         outs = [out for name in FAMILIES[family].stage_names() for out in DVC[name]["outs"]]
         assert outs and all(any(out == root or out.startswith(root + "/") for root in roots) for out in outs), outs
         assert str(layout.model) in outs and str(layout.shards) in outs

@@ -567,6 +567,78 @@ class PitchParams(Section):
     registry: RegistryConfig = Field(default_factory=_pitch_registry)
 
 
+CHORALE_STYLES = ("church_organ", "reed_organ", "piano", "harpsichord", "string_ensemble", "string_quartet",
+                  "choir_aahs", "brass", "woodwinds")  # data.chorales.STYLES: GM programs per style
+SplitName = Literal["train", "val", "test"]
+
+
+class NotesSyntheticConfig(Section):
+    """Note-labelled audio from the embedded composer: its own works (own seed), split by work."""
+
+    seed: int = 4242  # not the archive's synth.seed: no transcription piece is an archive work
+    works: dict[SplitName, int] = Field(default_factory=lambda: {"train": 16, "val": 3, "test": 3})
+    versions: int = Field(2, ge=1, le=26)  # renderings per work (tempo, key, instruments, mix)
+    max_duration_s: float = Field(30.0, gt=0)
+
+
+class NotesChoralesConfig(Section):
+    """Note-labelled audio from music21's Bach chorales rendered by fluidsynth; split by chorale."""
+
+    seed: int = 0
+    pieces: int = Field(0, ge=0)  # the first N chorales in BWV order (0: all of them, ~350)
+    val_share: float = Field(0.1, ge=0, lt=1)
+    test_share: float = Field(0.1, ge=0, lt=1)
+    renderings: dict[SplitName, int] = Field(default_factory=lambda: {"train": 2, "val": 1, "test": 1})
+    tempo_range: list[float] = Field(default_factory=lambda: [0.85, 1.15], min_length=2, max_length=2)
+    max_transpose: int = Field(3, ge=0, le=12)
+    styles: list[Literal[CHORALE_STYLES]] = Field(default_factory=lambda: list(CHORALE_STYLES), min_length=1)  # type: ignore[valid-type]
+    soundfont: str = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+
+    @model_validator(mode="after")
+    def _fits(self) -> "NotesChoralesConfig":
+        if self.val_share + self.test_share >= 1:
+            raise ValueError(f"val_share + test_share ({self.val_share + self.test_share:g}) must be < 1")
+        if not 0 < self.tempo_range[0] <= self.tempo_range[1]:
+            raise ValueError(f"tempo_range {self.tempo_range}: need 0 < low <= high")
+        return self
+
+
+class PitchNotesConfig(StoreEncodingConfig):
+    """Note-labelled audio → fixed windows of frames with per-frame onset / frame / velocity targets per pitch."""
+
+    sources: list[Literal["synthetic", "chorales"]] = Field(default_factory=lambda: ["synthetic", "chorales"], min_length=1)
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+    frame_hop: int = Field(256, ge=16)  # samples per frame (16 ms at 16 kHz)
+    window_frames: int = Field(128, ge=8)  # frames per stored row
+    min_midi: int = Field(21, ge=0, le=127)  # A0: the piano's range by default
+    n_pitches: int = Field(88, ge=1, le=128)
+    max_notes: int = Field(128, ge=1)  # note-list rows stored per window (more are dropped, counted)
+    synthetic: NotesSyntheticConfig = Field(default_factory=NotesSyntheticConfig)
+    chorales: NotesChoralesConfig = Field(default_factory=NotesChoralesConfig)
+    dtype: Literal["float16", "float32", "int16"] = "float16"
+    compressor: Compressor = "none"
+    target_compressor: Literal["same", "none", "zstd", "blosc"] = "zstd"
+    shard_mb: float = Field(16.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pitch_range(self) -> "PitchNotesConfig":
+        if self.min_midi + self.n_pitches > 128:
+            raise ValueError(f"min_midi + n_pitches ({self.min_midi + self.n_pitches}) must be <= 128 (MIDI pitches 0-127)")
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frame_hop
+
+    @property
+    def hop_samples(self) -> int:
+        return self.window_samples
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.sample_rate / self.frame_hop
+
+
 class Params(Section):
     """All of params.yaml: common sections, then one section per model family. Unknown keys are refused."""
 
@@ -577,6 +649,7 @@ class Params(Section):
     fingerprint: FingerprintParams = Field(default_factory=FingerprintParams)
     works: WorksParams = Field(default_factory=WorksParams)
     pitch: PitchParams = Field(default_factory=PitchParams)
+    pitch_notes: PitchNotesConfig = Field(default_factory=PitchNotesConfig)
 
     def family(self, name: str) -> Section:
         """A family's params section by family name."""

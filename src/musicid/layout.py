@@ -4,6 +4,7 @@ Common data (raw archive, ingested catalog, manifests) is shared by every family
 artifacts live under its own name:
 
     data/splits/<family>/   data/shards/<family>/   models/<family>/   data/index/<family>/   reports/<family>/
+    data/labelled/<family>/   data/shards/<family>-notes/   (a family's labelled audio and the stores cut from it)
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ class FamilyLayout:
     @property
     def shards(self) -> Path:
         return Path("data/shards") / self.family
+
+    @property
+    def labelled(self) -> Path:
+        """A family's own labelled source audio (e.g. rendered pieces + their note label files)."""
+        return Path("data/labelled") / self.family
+
+    @property
+    def note_shards(self) -> Path:
+        """Window stores cut from the labelled audio (beside `shards`, which another stage owns whole)."""
+        return Path("data/shards") / f"{self.family}-notes"
 
     @property
     def model(self) -> Path:

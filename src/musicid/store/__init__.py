@@ -1,4 +1,4 @@
-"""Sharded Zarr v3 stores of fixed-length audio windows: one store per split.
+r"""Sharded Zarr v3 stores of fixed-length audio windows: one store per split.
 
 The `shards` stage writes ``data/shards/<split>.zarr`` (train, val, test) with `ShardWriter`;
 training reads random windows through `WindowDataset`.

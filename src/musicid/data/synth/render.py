@@ -372,6 +372,18 @@ def render_version(
     work: Work, version_index: int, cfg: SynthConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, int, dict[str, Any]]:
     """Render one version of a work: (float32 audio of shape (frames, channels), sample rate, metadata)."""
+    audio, sr, meta, _ = render_version_notes(work, version_index, cfg, rng)
+    return audio, sr, meta
+
+
+PITCHED_BUSES = ("lead", "comp", "bass")
+
+
+def render_version_notes(
+    work: Work, version_index: int, cfg: SynthConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, int, dict[str, Any], np.ndarray]:
+    """As `render_version`, plus the pitched notes that sound in it: (n, 4) float64 rows of
+    (onset s, offset s, MIDI pitch, velocity 0..1.2), sorted by onset; drums are not notes."""
     plan = plan_version(work, version_index, cfg, rng)
     sr, n = plan.sample_rate, int(round(plan.duration_s * plan.sample_rate))
     events = _events(work, plan, rng)
@@ -404,7 +416,11 @@ def render_version(
                         "bass": plan.bass, "drums": plan.drum_mode},  # fmt: skip
         "sections": [{"name": name, "start_s": round(beat * spb, 3)} for name, beat in _schedule(work, plan)],
     }
-    return audio.astype(np.float32, copy=False), sr, meta
+    duration = n / sr
+    notes = np.array([(t, min(t + gate, duration), midi, vel) for bus in PITCHED_BUSES
+                      for t, midi, gate, vel in events[bus]], dtype=np.float64).reshape(-1, 4)
+    notes = notes[np.lexsort((notes[:, 2], notes[:, 0]))] if len(notes) else notes
+    return audio.astype(np.float32, copy=False), sr, meta, notes
 
 
 def render_track(work_index: int, version_index: int, cfg: SynthConfig) -> tuple[np.ndarray, int, dict[str, Any]]:

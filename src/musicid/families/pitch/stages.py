@@ -54,6 +54,60 @@ def synth(params: Params, workers: int | None = None) -> None:
     print(f"pitch-synth: {sum(s['rows'] for s in summary['sets'].values())} windows → {SHARDS}")
 
 
+NOTES_REPORT = LAYOUT.reports / "notes.json"  # the labelled window stores: tracks, windows, quarantine, timings
+RENDER_TIMING = LAYOUT.reports / "notes-render.json"
+
+
+def notes_render(params: Params, workers: int | None = None) -> None:
+    """Render each labelled source (synthetic composer, Bach chorales) into data/labelled/pitch/<source>/:
+    audio/<track>.flac, labels/<track>.mid (the note labels), tracks.csv. An unlisted source is left empty."""
+    from musicid.data.ingest import default_workers
+    from musicid.families.pitch.labelled import SOURCES, render_source
+
+    cfg = params.pitch_notes
+    summary: dict[str, Any] = {}
+    for source in SOURCES:
+        with atomic_dir(LAYOUT.labelled / source) as staging:
+            if source in cfg.sources:
+                t0 = time.perf_counter()
+                summary[source] = render_source(source, cfg, staging, workers or default_workers())
+                write_json(staging / "summary.json", summary[source])  # no timings: same params, same bytes
+                summary[source]["seconds"] = round(time.perf_counter() - t0, 1)
+            else:
+                (staging / "tracks.csv").write_text("track,piece,split,duration_s,notes,description\n")
+        if source in summary:
+            splits = summary[source]["splits"]
+            print(f"pitch-notes-render: {source}: " + ", ".join(
+                f"{k} {v['tracks']} tracks / {v['pieces']} pieces / {v['hours']:.2f} h / {v['notes']} notes"
+                for k, v in splits.items()) + f" ({summary[source]['seconds']:.0f} s)")
+            for skip in summary[source]["skipped_scores"]:
+                print(f"pitch-notes-render: skipped {skip['file']}: {skip['reason']}")
+    write_json(RENDER_TIMING, {s: {"tracks": v["tracks"], "seconds": v["seconds"]} for s, v in summary.items()})
+
+
+def notes_shards(params: Params, workers: int | None = None) -> None:
+    """Cut every labelled source × split into a window store of frames with onset / frame / velocity
+    targets (data/shards/pitch-notes/<source>-<split>.zarr); tracks that do not read are quarantined."""
+    from musicid.families.pitch.frames import build_frames_set
+    from musicid.families.pitch.labelled import SOURCES, SPLITS
+
+    cfg = params.pitch_notes
+    report: dict[str, Any] = {"sets": {}}
+    for source in SOURCES:
+        for split in SPLITS:
+            name = f"{source}-{split}"
+            t0 = time.perf_counter()
+            built = build_frames_set(cfg, LAYOUT.labelled / source, source, split, LAYOUT.note_shards / f"{name}.zarr")
+            built["seconds"] = round(time.perf_counter() - t0, 2)
+            report["sets"][name] = built
+            print(f"pitch-notes-shards: {name}: {built['tracks']} tracks → {built['rows']} windows"
+                  + (f", {built['notes_dropped']} notes out of range or past max_notes" if built["notes_dropped"] else "")
+                  + (f", {len(built['quarantined'])} quarantined" if built["quarantined"] else ""))
+            for q in built["quarantined"]:
+                print(f"pitch-notes-shards: quarantined {q['track']}: {q['reason']}")
+    write_json(NOTES_REPORT, report)
+
+
 def train(params: Params, workers: int | None = None) -> None:
     from musicid.families.pitch.train import train_pitch
     from musicid.tracking import TAG_SIGNATURE, stage_run
@@ -154,4 +208,5 @@ def register_workspace(params: Params) -> str:
                        summary_metrics, lambda metrics, tags: register(params, metrics, tags))
 
 
-STAGES = {"synth": synth, "train": train, "evaluate": evaluate, "report": report}
+STAGES = {"synth": synth, "notes-render": notes_render, "notes-shards": notes_shards,
+          "train": train, "evaluate": evaluate, "report": report}

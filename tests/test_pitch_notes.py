@@ -1,0 +1,105 @@
+"""Note-labelled audio (synthetic composer, Bach chorales by fluidsynth) → frame targets in window stores."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musicid.config import ConfigError, parse_params
+from musicid.families.pitch.frames import build_frames_set, frame_targets, track_rows
+from musicid.families.pitch.labelled import (LabelError, chorale_splits, read_labels, read_tracks, render_source,
+                                             write_labels)
+from musicid.store import WindowDataset
+
+
+def notes_cfg(**extra):
+    base = {"window_frames": 16,
+            "synthetic": {"works": {"train": 1, "val": 1, "test": 1}, "versions": 1, "max_duration_s": 4.0},
+            "chorales": {"pieces": 3, "renderings": {"train": 1, "val": 1, "test": 1}}}
+    return parse_params({"pitch_notes": base | extra}).pitch_notes
+
+
+def test_frame_targets_mark_onsets_spans_and_velocity() -> None:
+    fps = 100.0
+    notes = np.array([[0.10, 0.35, 60, 0.5], [0.20, 0.21, 72, 0.9], [0.0, 1.0, 10, 1.0]])  # the last is below A0
+    onset, frame, velocity, dropped = frame_targets(notes, 50, fps, 21, 88)
+    assert dropped == 1
+    assert np.flatnonzero(onset[:, 60 - 21]).tolist() == [10] and np.flatnonzero(frame[:, 60 - 21]).tolist() == list(range(10, 35))
+    assert np.flatnonzero(frame[:, 72 - 21]).tolist() == [20]  # shorter than a frame: still one frame
+    assert float(velocity[10, 60 - 21]) == pytest.approx(0.5, abs=1e-3) and velocity.sum() == pytest.approx(1.4, abs=1e-2)
+
+
+def test_a_tracks_windows_stitch_back_and_carry_their_notes() -> None:
+    cfg = notes_cfg()
+    hop, width = cfg.frame_hop, cfg.window_frames
+    audio = np.random.default_rng(0).standard_normal(int(2.5 * width * hop)).astype(np.float32)
+    seconds = width / cfg.frames_per_s
+    notes = np.array([[0.1 * seconds, 1.5 * seconds, 64, 0.7], [2.1 * seconds, 2.3 * seconds, 40, 0.4]])
+    windows, values, dropped = track_rows(audio, notes, cfg, track_index=5)
+    assert windows.shape == (3, width * hop) and dropped == 0
+    assert np.array_equal(windows.reshape(-1)[: len(audio)], audio)
+    whole = frame_targets(notes, 3 * width, cfg.frames_per_s, cfg.min_midi, cfg.n_pitches)[1]
+    assert np.array_equal(values["frame"].reshape(3 * width, -1), whole)
+    assert values["n_notes"].tolist() == [1, 1, 1]  # the long note spans rows 0 and 1
+    assert values["notes"][1, 0, 0] == pytest.approx(-0.9 * seconds)  # times from the row's start
+    assert values["track"].tolist() == [5, 5, 5] and values["start_frame"].tolist() == [0, width, 2 * width]
+
+
+def test_labels_round_trip_and_a_broken_label_file_is_named(tmp_path: Path) -> None:
+    notes = np.array([[0.0, 0.5, 60, 0.5], [0.25, 1.0, 64, 1.0]])
+    write_labels(notes, tmp_path / "a.mid")
+    back = read_labels(tmp_path / "a.mid")
+    assert back[:, 2].tolist() == [60, 64] and np.allclose(back[:, :2], notes[:, :2], atol=2e-3)
+    (tmp_path / "bad.mid").write_bytes(b"MThd not really")
+    with pytest.raises(LabelError, match="bad.mid: not a readable MIDI file"):
+        read_labels(tmp_path / "bad.mid")
+
+
+def test_synthetic_source_renders_labelled_tracks_split_by_work_and_quarantines_a_bad_label(tmp_path: Path) -> None:
+    cfg = notes_cfg()
+    summary = render_source("synthetic", cfg, tmp_path / "synthetic")
+    tracks = read_tracks(tmp_path / "synthetic")
+    assert [t["split"] for t in tracks] == ["train", "val", "test"] and len({t["piece"] for t in tracks}) == 3
+    assert summary["splits"]["train"]["notes"] > 0
+    first = tracks[0]["track"]
+    notes = read_labels(tmp_path / "synthetic" / "labels" / f"{first}.mid")
+    assert 21 <= notes[:, 2].min() and notes[:, 2].max() < 109 and notes[:, 1].max() <= 4.0 + 1e-6
+    again = render_source("synthetic", cfg, tmp_path / "again")  # deterministic: same params, same bytes
+    assert again["splits"] == summary["splits"]
+    assert (tmp_path / "again/audio" / f"{first}.flac").read_bytes() == (tmp_path / "synthetic/audio" / f"{first}.flac").read_bytes()
+    built = build_frames_set(cfg, tmp_path / "synthetic", "synthetic", "train", tmp_path / "train.zarr")
+    rows = WindowDataset(tmp_path / "train.zarr").read_batch(slice(0, built["rows"]))
+    assert built["tracks"] == 1 and int(rows["onset"].sum()) > 0 and rows["frame"].shape[1:] == (16, 88)
+    (tmp_path / "synthetic/labels" / f"{first}.mid").write_bytes(b"garbage")
+    broken = build_frames_set(cfg, tmp_path / "synthetic", "synthetic", "train", tmp_path / "train2.zarr")
+    assert broken["tracks"] == 0 and broken["quarantined"][0]["track"] == first
+    assert "not a readable MIDI file" in broken["quarantined"][0]["reason"]
+
+
+def test_chorales_split_by_piece_and_render_through_fluidsynth(tmp_path: Path) -> None:
+    cfg = notes_cfg()
+    ids = [f"bwv{i}" for i in range(40)]
+    splits = chorale_splits(ids, cfg)
+    assert sum(v == "test" for v in splits.values()) == 4 and sum(v == "val" for v in splits.values()) == 4
+    assert chorale_splits(ids[:3], cfg) and sorted(chorale_splits(ids[:3], cfg).values()) == ["test", "train", "val"]
+    summary = render_source("chorales", cfg, tmp_path / "chorales")
+    tracks = read_tracks(tmp_path / "chorales")
+    assert summary["tracks"] == 3 and {t["split"] for t in tracks} == {"train", "val", "test"}
+    for t in tracks:
+        notes = read_labels(tmp_path / "chorales/labels" / f"{t['track']}.mid")
+        assert len(notes) == int(t["notes"]) > 50
+        assert float(t["duration_s"]) >= notes[:, 1].max()  # the audio holds every labelled note
+    with open(tmp_path / "chorales/tracks.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["track", "piece", "split", "duration_s", "notes", "description"]
+
+
+def test_bad_notes_params_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="pitch_notes.chorales.styles.0: Input should be 'church_organ'"):
+        parse_params({"pitch_notes": {"chorales": {"styles": ["kazoo"]}}})
+    with pytest.raises(ConfigError, match="pitch_notes: min_midi \\+ n_pitches"):
+        parse_params({"pitch_notes": {"min_midi": 60}})
+    with pytest.raises(ConfigError, match="pitch_notes.sources.0"):
+        parse_params({"pitch_notes": {"sources": ["maestro"]}})

@@ -36,10 +36,16 @@ TINY_PARAMS = {
     "pitch_notes": {"window_frames": 32},
     "pitch_notes.synthetic": {"works": {"train": 1, "val": 1, "test": 1}, "versions": 1, "max_duration_s": 6.0},
     "pitch_notes.chorales": {"pieces": 3, "renderings": {"train": 1, "val": 1, "test": 1}},
+    "pitch_onset": {"channels": [4, 4, 4], "lstm_hidden": 4, "context_frames": 3, "epochs": 1, "steps_per_epoch": 2,
+                    "batch_size": 2, "eval_windows": 4, "device": "cpu"},
+    "pitch_frame": {"channels": [4, 4, 4], "lstm_hidden": 4, "context_frames": 3, "epochs": 1, "steps_per_epoch": 2,
+                    "batch_size": 2, "eval_windows": 4, "device": "cpu"},
+    "pitch_transcribe": {"device": "cpu"},
 }
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
-PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "train", "evaluate", "report"))
+PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "onset-train", "frame-train",
+                                             "transcribe-evaluate", "train", "evaluate", "report"))
 STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)
 
 

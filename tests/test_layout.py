@@ -27,6 +27,9 @@ def test_family_outputs_live_under_the_family_layout() -> None:
         roots = {str(p) for p in (layout.manifests, layout.shards, layout.model, layout.index, layout.reports,
                                   layout.labelled, layout.note_shards)}
         outs = [out for name in FAMILIES[family].stage_names() for out in DVC[name]["outs"]]
+        networks = [o for o in outs if o.startswith(f"models/{family}-")]  # layout.network(name)
+        assert networks == [str(layout.network(o.split("-", 1)[1])) for o in networks]
+        outs = [o for o in outs if o not in networks]
         assert outs and all(any(out == root or out.startswith(root + "/") for root in roots) for out in outs), outs
         assert str(layout.model) in outs and str(layout.shards) in outs
         if "index" in FAMILIES[family].stages:  # a family that searches a catalog keeps its index here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -100,6 +101,37 @@ def _query_audio(repo: Path, family: str, tmp_path: Path) -> Path:
     else:
         row = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
     return repo / "data/ingested" / row["path"]
+
+
+def test_transcription_stages_write_their_networks_records_and_notes(reproduced: dict, tmp_path: Path) -> None:
+    """The labelled sets, both networks (per-epoch frame F1, train and eval), mir_eval scores, and
+    `musicid transcribe` writing MIDI + CSV (silence: no notes, a warning, exit 0; a broken file: exit 1)."""
+    import soundfile as sf
+
+    repo, env = reproduced["repo"], reproduced["env"]
+    notes = json.loads((repo / "reports/pitch/notes.json").read_text())["sets"]
+    assert {f"{s}-{p}" for s in ("synthetic", "chorales") for p in ("train", "val", "test")} == set(notes)
+    assert all(v["rows"] > 0 for v in notes.values())
+    for kind in ("onset", "frame"):
+        history = (repo / f"reports/pitch/{kind}-train/history.csv").read_text().splitlines()
+        assert {"train_f1", "eval_f1", "eval_precision", "eval_recall"} <= set(history[0].split(","))
+        config = json.loads((repo / f"models/pitch-{kind}/config.json").read_text())
+        assert config["spec"]["kind"] == kind and config["family"] == "pitch"
+    evaluation = json.loads((repo / "reports/pitch/transcribe/metrics.json").read_text())
+    for source in ("synthetic", "chorales"):
+        result = evaluation["sets"][source]
+        assert result["tracks"] >= 1 and {"onset_f1", "onset_offset_f1"} <= set(result["note"])
+        assert 0 <= result["frame_level"]["frame"]["f1"] <= 1
+    sf.write(tmp_path / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVE")
+    done = subprocess.run(["musicid", "transcribe", str(tmp_path / "silence.wav"), "--out", str(tmp_path / "out")],
+                          cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "no notes found" in done.stderr and (tmp_path / "out/silence.mid").is_file()
+    assert (tmp_path / "out/silence.csv").read_text().splitlines() == ["onset_s,offset_s,pitch,velocity"]
+    done = subprocess.run(["musicid", "transcribe", str(tmp_path / "broken.wav"), str(tmp_path / "silence.wav"),
+                           "--out", str(tmp_path / "out2")], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "error:" in done.stderr and (tmp_path / "out2/silence.csv").is_file()
 
 
 def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:

@@ -103,3 +103,48 @@ def test_bad_notes_params_name_the_key() -> None:
         parse_params({"pitch_notes": {"min_midi": 60}})
     with pytest.raises(ConfigError, match="pitch_notes.sources.0"):
         parse_params({"pitch_notes": {"sources": ["maestro"]}})
+
+
+def test_post_processing_turns_probabilities_into_notes() -> None:
+    from musicid.config import TranscribeConfig
+    from musicid.families.pitch.transcribe import notes_from_probs
+
+    fps, cfg = 100.0, TranscribeConfig()
+    onset, frame = np.zeros((100, 88)), np.zeros((100, 88))
+    onset[10, 39], onset[12, 39] = 0.9, 0.8  # two onset peaks 20 ms apart: one note (adjacent_time_s 50 ms)
+    frame[10:40, 39] = 0.9
+    onset[50, 39], frame[50:56, 39] = 0.7, 0.9  # a second note of the same pitch
+    onset[70, 10], frame[70:72, 10] = 0.9, 0.9  # 20 ms: shorter than min_note_s, dropped
+    onset[80, 60] = 0.4  # below onset_threshold
+    notes = notes_from_probs(onset, frame, fps, 21, cfg)
+    assert notes[:, 2].tolist() == [60, 60]
+    assert notes[0, :2].tolist() == pytest.approx([0.10, 0.40]) and notes[1, :2].tolist() == pytest.approx([0.50, 0.56])
+    assert notes[0, 3] == pytest.approx(0.9)
+    assert len(notes_from_probs(np.zeros((50, 88)), np.zeros((50, 88)), fps, 21, cfg)) == 0
+
+
+def test_note_networks_keep_one_output_per_frame_and_key_and_see_only_their_context() -> None:
+    import torch
+
+    from musicid.families.pitch.notenet import NoteNet, NoteNetSpec, log_frequency_filters
+
+    spec = NoteNetSpec(kind="frame", channels=[4, 4, 4], lstm_hidden=4, context_frames=3)
+    filters, n_bins = log_frequency_filters(spec)
+    assert n_bins % spec.bins_per_semitone == 0 and np.allclose(filters.sum(axis=0), 1.0, atol=1e-5)
+    net = NoteNet(spec).eval()
+    x = torch.randn(2, 32 * spec.frame_hop)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == (2, 32, 88)
+        later = x.clone()
+        later[:, 24 * spec.frame_hop :] = 0  # change only the last 8 frames' audio
+        y2 = net(later)
+    # frames far before the change keep their logits: the LSTM reads 3 frames, the convs 3 more, the STFT ~8
+    assert torch.allclose(y[:, :8], y2[:, :8], atol=1e-5) and not torch.allclose(y[:, 28:], y2[:, 28:])
+
+
+def test_bad_transcription_params_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="pitch_transcribe.onset_threshold"):
+        parse_params({"pitch_transcribe": {"onset_threshold": 1.5}})
+    with pytest.raises(ConfigError, match="pitch_frame.context_frames"):
+        parse_params({"pitch_frame": {"context_frames": 0}})

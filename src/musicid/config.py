@@ -613,6 +613,7 @@ class PitchNotesConfig(StoreEncodingConfig):
     min_midi: int = Field(21, ge=0, le=127)  # A0: the piano's range by default
     n_pitches: int = Field(88, ge=1, le=128)
     max_notes: int = Field(128, ge=1)  # note-list rows stored per window (more are dropped, counted)
+    onset_frames: int = Field(2, ge=1)  # frames an onset target spans from the note's start (2 × 16 ms, as Onsets and Frames)
     synthetic: NotesSyntheticConfig = Field(default_factory=NotesSyntheticConfig)
     chorales: NotesChoralesConfig = Field(default_factory=NotesChoralesConfig)
     dtype: Literal["float16", "float32", "int16"] = "float16"
@@ -639,6 +640,58 @@ class PitchNotesConfig(StoreEncodingConfig):
         return self.sample_rate / self.frame_hop
 
 
+class NoteNetConfig(Section):
+    """One transcription network (pitch_onset or pitch_frame): its shape and how it trains."""
+
+    n_fft: int = Field(4096, ge=64)  # STFT under the log-frequency spectrogram (long: low keys are 1.6 Hz apart)
+    bins_per_semitone: int = Field(3, ge=1, le=8)
+    harmonics: list[float] = Field(default_factory=lambda: [0.5, 1, 2, 3, 4, 5], min_length=1)
+    channels: list[int] = Field(default_factory=lambda: [16, 8, 8], min_length=1)
+    lstm_hidden: int = Field(8, ge=1)
+    context_frames: int = Field(9, ge=1, le=63)  # frames the LSTM reads around each frame (the issue's 5-15)
+    bidirectional: bool = True
+    seed: int = 0
+    device: Device = "auto"
+    sets: list[Literal["synthetic", "chorales"]] = Field(default_factory=lambda: ["synthetic", "chorales"], min_length=1)
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-2, gt=0)  # small networks, short schedules: 1e-2 learns in tens of steps
+    pos_weight: float = Field(1.0, gt=0)  # BCE weight of the positive (onset / sounding) cells
+    conv_l2: float = Field(0.0, ge=0)
+    fc_l2: float = Field(0.0, ge=0)
+    threshold: float = Field(0.5, ge=0, le=1)  # frame-level P/R/F1 are read at this probability
+    patience: int = Field(5, ge=1)  # early stop after this many epochs without a better eval F1
+    eval_windows: int = Field(256, ge=1)  # windows of each split scored per epoch (train and eval)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "NoteNetConfig":
+        if min(self.harmonics) <= 0:
+            raise ValueError(f"harmonics {self.harmonics}: every entry must be > 0")
+        return self
+
+
+def _onset_net() -> NoteNetConfig:
+    return NoteNetConfig(conv_l2=0.0, fc_l2=1e-4)  # the team's current best for the onset network
+
+
+def _frame_net() -> NoteNetConfig:
+    return NoteNetConfig(conv_l2=5e-3, fc_l2=0.0)  # ... and for the pitch (frame) network
+
+
+class TranscribeConfig(Section):
+    """Onset and frame probabilities → notes, and how notes are scored (mir_eval) on the test pieces."""
+
+    onset_threshold: float = Field(0.5, ge=0, le=1)  # an onset needs this probability (a local peak in time)
+    frame_threshold: float = Field(0.6, ge=0, le=1)  # a note lasts while its frame probability stays this high
+    adjacent_time_s: float = Field(0.05, ge=0)  # onsets of one pitch closer than this merge into one note
+    min_note_s: float = Field(0.05, ge=0)  # shorter notes are dropped
+    onset_tolerance_s: float = Field(0.05, gt=0)  # mir_eval: an estimated onset this close to a reference one matches
+    offset_ratio: float = Field(0.2, gt=0)  # mir_eval onset+offset: offset within max(0.05 s, ratio × duration)
+    sets: list[Literal["synthetic", "chorales"]] = Field(default_factory=lambda: ["synthetic", "chorales"], min_length=1)
+    device: Device = "auto"
+
+
 class Params(Section):
     """All of params.yaml: common sections, then one section per model family. Unknown keys are refused."""
 
@@ -650,6 +703,9 @@ class Params(Section):
     works: WorksParams = Field(default_factory=WorksParams)
     pitch: PitchParams = Field(default_factory=PitchParams)
     pitch_notes: PitchNotesConfig = Field(default_factory=PitchNotesConfig)
+    pitch_onset: NoteNetConfig = Field(default_factory=_onset_net)
+    pitch_frame: NoteNetConfig = Field(default_factory=_frame_net)
+    pitch_transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
 
     def family(self, name: str) -> Section:
         """A family's params section by family name."""

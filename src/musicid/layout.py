@@ -49,6 +49,10 @@ class FamilyLayout:
     def model(self) -> Path:
         return Path("models") / self.family
 
+    def network(self, name: str) -> Path:
+        """A family's further network (e.g. the pitch family's onset and frame networks): models/<family>-<name>."""
+        return Path("models") / f"{self.family}-{name}"
+
     @property
     def index(self) -> Path:
         return Path("data/index") / self.family

@@ -67,3 +67,55 @@ def pitch_metrics(path: str) -> None:
     from musicid.fsutil import read_json
 
     click.echo(format_table(read_json(path)))
+
+
+@main.command("transcribe")
+@click.argument("audio", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for <name>.mid and <name>.csv per input.")
+@click.option("--onset-model", default="models/pitch-onset", show_default=True, type=click.Path(file_okay=False),
+              help="The onset network's model folder.")
+@click.option("--frame-model", default="models/pitch-frame", show_default=True, type=click.Path(file_okay=False),
+              help="The frame network's model folder.")
+@PARAMS_OPTION
+def transcribe(audio: tuple[str, ...], out_dir: str, onset_model: str, frame_model: str, params_path: str) -> None:
+    """Notes of each AUDIO file (onset + frame networks, post-processed by pitch_transcribe.*) as a MIDI
+    file and a CSV (onset_s, offset_s, pitch, velocity) in --out.
+
+    Exit status: 0 when every file was transcribed (silence gives no notes and a warning), 1 when any
+    failed to decode (the others still are), 2 when the networks cannot be used.
+    """
+    import warnings
+    from pathlib import Path
+
+    from musicid.audio.decode import decode
+    from musicid.audio.resample import to_model_rate, to_mono
+    from musicid.families.pitch.transcribe import load_transcriber, write_notes
+    from musicid.models.io import ModelError
+
+    _log_to_stderr()
+    params = load_params_or_defaults(params_path)
+    try:
+        tr = load_transcriber(onset_model, frame_model, params.pitch_transcribe.device, params.pitch_notes.window_frames)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in audio:
+        try:
+            decoded = decode(path)
+        except Exception as exc:  # one bad file is reported, the others go on
+            click.echo(f"error: {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+            failed += 1
+            continue
+        signal = to_model_rate(to_mono(decoded.samples), decoded.sample_rate, tr.spec.sample_rate)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            notes = tr.transcribe(signal, params.pitch_transcribe, name=path)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+        stem = Path(path).stem
+        write_notes(notes, out / f"{stem}.mid", out / f"{stem}.csv")
+        click.echo(f"{path}: {len(notes)} notes → {out / (stem + '.mid')}, {out / (stem + '.csv')}")
+    raise SystemExit(1 if failed else 0)

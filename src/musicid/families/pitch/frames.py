@@ -1,7 +1,8 @@
 """Note labels → fixed windows of frames with per-frame targets, in the spine's Zarr window stores.
 
 Frame *t* of a track covers samples [t·hop, (t+1)·hop) at `pitch_notes.sample_rate`. Per pitch *p*
-(MIDI `min_midi + p`): **onset** is 1 in the frame nearest the note's onset; **frame** is 1 from
+(MIDI `min_midi + p`): **onset** is 1 for `onset_frames` frames from the one nearest the note's
+onset (2 by default: 32 ms, as Onsets and Frames labels them); **frame** is 1 from
 that frame until the frame nearest its offset (at least one frame); **velocity** holds the note's
 velocity (0..1) at its onset frame. Notes outside the pitch range are dropped and counted.
 
@@ -27,9 +28,10 @@ from musicid.store.writer import ShardWriter
 TARGET_NAMES = ("onset", "frame", "velocity", "notes", "n_notes", "track", "start_frame")
 
 
-def frame_targets(notes: np.ndarray, n_frames: int, fps: float, min_midi: int, n_pitches: int
+def frame_targets(notes: np.ndarray, n_frames: int, fps: float, min_midi: int, n_pitches: int, onset_frames: int = 1
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(onset, frame, velocity) arrays of shape (n_frames, n_pitches) and the count of notes out of range."""
+    """(onset, frame, velocity) arrays of shape (n_frames, n_pitches) and the count of notes out of range;
+    an onset marks `onset_frames` frames from the note's start (within the note)."""
     onset = np.zeros((n_frames, n_pitches), np.uint8)
     frame = np.zeros((n_frames, n_pitches), np.uint8)
     velocity = np.zeros((n_frames, n_pitches), np.float16)
@@ -42,7 +44,7 @@ def frame_targets(notes: np.ndarray, n_frames: int, fps: float, min_midi: int, n
             continue
         stop = min(n_frames, max(start + 1, int(round(off_s * fps))))
         frame[start:stop, p] = 1
-        onset[start, p] = 1
+        onset[start : min(stop, start + onset_frames), p] = 1
         velocity[start, p] = max(float(velocity[start, p]), vel)
     return onset, frame, velocity, dropped
 
@@ -54,7 +56,8 @@ def track_rows(audio: np.ndarray, notes: np.ndarray, cfg: PitchNotesConfig, trac
     n_rows = -(-n_frames // width)
     padded = np.zeros(n_rows * width * hop, np.float32)
     padded[: len(audio)] = audio
-    onset, frame, velocity, dropped = frame_targets(notes, n_rows * width, cfg.frames_per_s, cfg.min_midi, cfg.n_pitches)
+    onset, frame, velocity, dropped = frame_targets(notes, n_rows * width, cfg.frames_per_s, cfg.min_midi, cfg.n_pitches,
+                                                    cfg.onset_frames)
     out = {
         "onset": onset.reshape(n_rows, width, -1), "frame": frame.reshape(n_rows, width, -1),
         "velocity": velocity.reshape(n_rows, width, -1),

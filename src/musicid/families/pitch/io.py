@@ -114,6 +114,9 @@ def load_model(model_dir: str | Path, device: str | torch.device | None = "auto"
     config = read_config(model_dir)
     if config.get("family") != FAMILY:
         raise ModelError(f"{model_dir}: a {config.get('family', 'fingerprint')} model, not a pitch model")
+    if config["spec"].get("network") == "notenet":  # the family's transcription networks load elsewhere
+        raise ModelError(f"{model_dir}: a transcription ({config['spec'].get('kind')}) network, not the per-window "
+                         "pitch model; use `musicid transcribe`")
     spec = PitchSpec.from_dict(config["spec"])
     model = PitchNet(spec)
     signature = load_weights(model_dir, model, spec.to_dict())

@@ -108,6 +108,57 @@ def notes_shards(params: Params, workers: int | None = None) -> None:
     write_json(NOTES_REPORT, report)
 
 
+def _train_network(params: Params, kind: str) -> None:
+    from musicid.families.pitch.notetrain import train_notenet
+    from musicid.tracking import TAG_SIGNATURE, stage_run
+
+    cfg = getattr(params, f"pitch_{kind}")
+    report_dir = LAYOUT.reports / f"{kind}-train"
+    with stage_run(f"pitch-{kind}-train", params.tracking, {"notes": params.pitch_notes.model_dump(), kind: cfg.model_dump()},
+                   system_metrics=params.tracking.system_metrics, family="pitch") as run:
+        with atomic_dir(report_dir) as report:
+            result = train_notenet(kind, LAYOUT.note_shards, params.pitch_notes, cfg, LAYOUT.network(kind), report,
+                                   LAYOUT.checkpoints.parent / f"pitch-{kind}", log_epoch=run.log_epoch)
+        run.set_tags({TAG_SIGNATURE: result.signature})
+        run.log_metrics({"best_epoch": result.best_epoch, "best_eval_f1": result.best["eval_f1"],
+                         "best_train_f1": result.best["train_f1"], "epochs_run": len(result.history)})
+        run.log_artifact(report_dir, f"reports/{kind}-train")
+    print(f"pitch-{kind}-train: best epoch {result.best_epoch} (eval F1 {result.best['eval_f1']:.3f}, "
+          f"train F1 {result.best['train_f1']:.3f}), signature {result.signature} → {LAYOUT.network(kind)}")
+
+
+def onset_train(params: Params, workers: int | None = None) -> None:
+    """The onset network on the labelled stores (pitch_onset): per-epoch frame P/R/F1 on train and eval."""
+    _train_network(params, "onset")
+
+
+def frame_train(params: Params, workers: int | None = None) -> None:
+    """The frame (pitch) network on the labelled stores (pitch_frame)."""
+    _train_network(params, "frame")
+
+
+TRANSCRIBE_REPORT = LAYOUT.reports / "transcribe"
+
+
+def transcribe_evaluate(params: Params, workers: int | None = None) -> None:
+    """Both networks + post-processing on the whole test pieces: mir_eval note P/R/F1, frame-level P/R/F1."""
+    from musicid.families.pitch.transcribe import load_transcriber
+    from musicid.families.pitch.transcribe_eval import evaluate_transcriber, flat_metrics, format_table
+    from musicid.tracking import stage_run
+
+    cfg = params.pitch_transcribe
+    tr = load_transcriber(LAYOUT.network("onset"), LAYOUT.network("frame"), cfg.device, params.pitch_notes.window_frames)
+    thresholds = {"onset": params.pitch_onset.threshold, "frame": params.pitch_frame.threshold}
+    with stage_run("pitch-transcribe-evaluate", params.tracking, {"transcribe": cfg.model_dump()},
+                   signature=f"{tr.signatures[0]}+{tr.signatures[1]}", family="pitch") as run:
+        with atomic_dir(TRANSCRIBE_REPORT) as staging:
+            summary = evaluate_transcriber(tr, LAYOUT.labelled, params.pitch_notes, cfg, thresholds, staging)
+            write_json(staging / "metrics.json", summary)
+        run.log_metrics(flat_metrics(summary))
+        run.log_artifact(TRANSCRIBE_REPORT, "reports/transcribe")
+    print(format_table(summary))
+
+
 def train(params: Params, workers: int | None = None) -> None:
     from musicid.families.pitch.train import train_pitch
     from musicid.tracking import TAG_SIGNATURE, stage_run
@@ -209,4 +260,5 @@ def register_workspace(params: Params) -> str:
 
 
 STAGES = {"synth": synth, "notes-render": notes_render, "notes-shards": notes_shards,
+          "onset-train": onset_train, "frame-train": frame_train, "transcribe-evaluate": transcribe_evaluate,
           "train": train, "evaluate": evaluate, "report": report}

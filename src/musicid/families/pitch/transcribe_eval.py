@@ -1,0 +1,155 @@
+"""Score a transcriber on the held-out test pieces: note-level P/R/F1 with mir_eval, frame-level per network.
+
+Whole test recordings (`data/labelled/pitch/<source>/`, split `test`, never trained on) are
+transcribed end to end and compared with their MIDI labels restricted to the networks' pitch range:
+`mir_eval.transcription.precision_recall_f1_overlap` with `onset_tolerance_s`, onset only
+(`offset_ratio=None`) and onset + offset (`offset_ratio`); figures are the mean over pieces (as
+MAESTRO results are reported) with the pooled note counts beside them. Frame-level P/R/F1 of each
+network at its own training threshold, over every frame × pitch of the test pieces. Speed: seconds
+of compute per minute of audio.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicid.config import PitchNotesConfig, TranscribeConfig
+from musicid.families.pitch.frames import frame_targets
+from musicid.families.pitch.labelled import read_labels, read_tracks
+from musicid.families.pitch.notetrain import frame_scores
+from musicid.families.pitch.transcribe import Transcriber, notes_from_probs
+
+
+def note_scores(ref: np.ndarray, est: np.ndarray, cfg: TranscribeConfig) -> dict[str, dict[str, float]]:
+    """mir_eval note P/R/F1, onset only and onset + offset, of one piece."""
+    import mir_eval
+
+    out: dict[str, dict[str, float]] = {}
+    for name, ratio in (("onset", None), ("onset_offset", cfg.offset_ratio)):
+        if not len(ref) or not len(est):
+            out[name] = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+            continue
+        p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+            ref[:, :2], mir_eval.util.midi_to_hz(ref[:, 2]), est[:, :2], mir_eval.util.midi_to_hz(est[:, 2]),
+            onset_tolerance=cfg.onset_tolerance_s, offset_ratio=ratio)
+        out[name] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return out
+
+
+def _decode(path: Path, sample_rate: int) -> np.ndarray:
+    import soundfile as sf
+
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if rate != sample_rate:
+        raise ValueError(f"{path}: {rate} Hz, the networks need {sample_rate} Hz")
+    return audio.mean(axis=1)
+
+
+def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
+                    cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
+    tracks = [t for t in read_tracks(labelled / source) if t["split"] == "test"]
+    per_track, frames = [], {"onset": ([], []), "frame": ([], [])}
+    audio_s = compute_s = 0.0
+    lo, hi = tr.spec.min_midi, tr.spec.min_midi + tr.spec.n_pitches
+    first = None
+    for track in tracks:
+        audio = _decode(labelled / source / "audio" / f"{track['track']}.flac", tr.spec.sample_rate)
+        ref = read_labels(labelled / source / "labels" / f"{track['track']}.mid")
+        ref = ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
+        began = time.perf_counter()
+        onset_p, frame_p = tr.probabilities(audio)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = notes_from_probs(onset_p, frame_p, tr.fps, tr.spec.min_midi, cfg)
+        compute_s += time.perf_counter() - began
+        audio_s += len(audio) / tr.spec.sample_rate
+        on_t, fr_t, _, _ = frame_targets(ref, len(onset_p), tr.fps, tr.spec.min_midi, tr.spec.n_pitches,
+                                         notes_cfg.onset_frames)
+        frames["onset"][0].append(onset_p), frames["onset"][1].append(on_t)
+        frames["frame"][0].append(frame_p), frames["frame"][1].append(fr_t)
+        scores = note_scores(ref, est, cfg)
+        per_track.append({"track": track["track"], "reference_notes": len(ref), "estimated_notes": len(est),
+                          **{f"{k}_{m}": v[m] for k, v in scores.items() for m in ("precision", "recall", "f1")}})
+        if first is None:
+            first = (track["track"], ref, est, frame_p)
+    mean = {k: float(np.mean([t[k] for t in per_track])) if per_track else 0.0
+            for k in (per_track[0] if per_track else {}) if k.startswith("onset")}
+    frame_level = {kind: frame_scores(np.concatenate(p), np.concatenate(t), thresholds[kind]) if p else {}
+                   for kind, (p, t) in frames.items()}
+    return {"tracks": len(per_track), "audio_minutes": round(audio_s / 60, 3),
+            "reference_notes": sum(t["reference_notes"] for t in per_track),
+            "estimated_notes": sum(t["estimated_notes"] for t in per_track),
+            "note": mean, "frame_level": frame_level,
+            "seconds_per_audio_minute": round(compute_s / (audio_s / 60), 3) if audio_s else 0.0,
+            "per_track": per_track, "_first": first}
+
+
+def piano_roll_png(first: tuple[str, np.ndarray, np.ndarray, np.ndarray], fps: float, out_png: Path,
+                   seconds: float = 20.0) -> None:
+    """The first `seconds` of a test piece: frame probabilities, reference notes (boxes), estimates (lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, ref, est, frame_p = first
+    n = min(len(frame_p), int(seconds * fps))
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    ax.imshow(frame_p[:n].T, origin="lower", aspect="auto", cmap="Greys", extent=(0, n / fps, 20.5, 20.5 + frame_p.shape[1]),
+              vmin=0, vmax=1)
+    for on, off, pitch, _ in ref[ref[:, 0] < n / fps]:
+        ax.add_patch(plt.Rectangle((on, pitch - 0.5), off - on, 1, fill=False, edgecolor="tab:blue", lw=0.8))
+    for on, off, pitch, _ in est[est[:, 0] < n / fps]:
+        ax.plot([on, off], [pitch, pitch], color="tab:red", lw=1.5)
+    ax.set_xlabel("time (s)"), ax.set_ylabel("MIDI pitch")
+    ax.set_title(f"{name}: frame probability (grey), reference notes (blue boxes), transcribed notes (red)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def evaluate_transcriber(tr: Transcriber, labelled: Path, notes_cfg: PitchNotesConfig, cfg: TranscribeConfig,
+                         thresholds: dict[str, float], out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sets: dict[str, Any] = {}
+    for source in cfg.sets:
+        if not (labelled / source / "tracks.csv").is_file():
+            continue
+        result = evaluate_source(tr, labelled, source, notes_cfg, cfg, thresholds)
+        first = result.pop("_first")
+        if first is not None:
+            piano_roll_png(first, tr.fps, out_dir / f"piano-roll-{source}.png")
+        sets[source] = result
+    return {"signatures": {"onset": tr.signatures[0], "frame": tr.signatures[1]},
+            "post_processing": cfg.model_dump(exclude={"sets", "device"}), "sets": sets}
+
+
+def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Scalars for MLflow and the registry: <set>_note_onset_f1, <set>_frame_f1, ..."""
+    out: dict[str, float] = {}
+    for source, r in summary["sets"].items():
+        for key, value in r["note"].items():
+            out[f"{source}_note_{key}"] = value
+        for kind, scores in r["frame_level"].items():
+            for m in ("precision", "recall", "f1"):
+                if m in scores:
+                    out[f"{source}_{kind}_{m}"] = float(scores[m])
+        out[f"{source}_seconds_per_audio_minute"] = r["seconds_per_audio_minute"]
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = []
+    for source, r in summary["sets"].items():
+        n = r["note"]
+        lines.append(f"{source} test ({r['tracks']} pieces, {r['audio_minutes']:.1f} min, {r['reference_notes']} notes): "
+                     f"note P/R/F1 onset {n.get('onset_precision', 0):.3f}/{n.get('onset_recall', 0):.3f}/{n.get('onset_f1', 0):.3f}, "
+                     f"onset+offset F1 {n.get('onset_offset_f1', 0):.3f}; frame-level F1 onset "
+                     f"{r['frame_level']['onset'].get('f1', 0):.3f}, frame {r['frame_level']['frame'].get('f1', 0):.3f}; "
+                     f"{r['seconds_per_audio_minute']:.2f} s per audio minute")
+    return "\n".join(lines)

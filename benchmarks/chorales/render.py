@@ -46,33 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-VOCAL = ("soprano", "alto", "tenor", "bass")
-BASE_QPM = 76.0
-DEFAULT_SF2 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
-
-# style → GM programs (0-based) for S, A, T, B
-STYLES: dict[str, tuple[int, int, int, int]] = {
-    "church_organ": (19, 19, 19, 19),
-    "reed_organ": (20, 20, 20, 20),
-    "piano": (0, 0, 0, 0),
-    "harpsichord": (6, 6, 6, 6),
-    "string_ensemble": (48, 48, 48, 48),
-    "string_quartet": (40, 40, 41, 42),  # violin, violin, viola, cello
-    "choir_aahs": (52, 52, 52, 52),
-    "brass": (56, 60, 57, 58),  # trumpet, horn, trombone, tuba
-    "woodwinds": (73, 68, 71, 70),  # flute, oboe, clarinet, bassoon
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the score reading is the library's
+from musicid.data.chorales import (  # noqa: E402  (numpy + music21 only: runs in the bench venv)
+    BASE_QPM, STYLES, VOCAL, chorale_id, natural_key, part_notes, vocal_parts)
+from musicid.data.chorales import DEFAULT_SOUNDFONT as DEFAULT_SF2  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------- scores
-
-def natural_key(name: str) -> list:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
-
-
-def chorale_id(path: Path) -> str:
-    return path.stem.replace(".", "_")
-
 
 def corpus_paths() -> tuple[list[Path], list[str]]:
     from music21 import corpus
@@ -105,29 +85,9 @@ def title_for(path: Path, score) -> str:
     return path.stem
 
 
-def vocal_parts(score) -> tuple[list, str]:
-    named: dict[str, object] = {}
-    for part in score.parts:
-        name = (part.partName or "").strip().lower()
-        for voice in VOCAL:
-            if name.startswith(voice) and voice not in named:
-                named[voice] = part
-    if len(named) == 4:
-        return [named[v] for v in VOCAL], "by name"
-    parts = list(score.parts)
-    if len(parts) == 4:
-        means = []
-        for part in parts:
-            pitches = [n.pitches[-1].midi for n in part.flatten().notes]
-            means.append(sum(pitches) / max(1, len(pitches)))
-        order = sorted(range(4), key=lambda i: -means[i])
-        return [parts[i] for i in order], "by mean pitch"
-    return [], "no four vocal parts"
-
-
 def extract(path: Path) -> dict:
     """Notes of the four vocal parts (quarter-note offsets, repeats expanded) and the soprano melody."""
-    from music21 import corpus, expressions
+    from music21 import corpus
 
     score = corpus.parse(str(path))
     info: dict = {"id": chorale_id(path), "file": path.name, "title": title_for(path, score), "notes": []}
@@ -141,16 +101,7 @@ def extract(path: Path) -> dict:
     info["parts"] = how
     if not parts:
         return info
-    fermata_ends: set[float] = set()
-    for voice, part in enumerate(parts):
-        for n in part.stripTies().flatten().notes:
-            start, dur = float(n.offset), float(n.quarterLength)
-            if dur <= 0:  # grace notes
-                continue
-            for p in n.pitches:
-                info["notes"].append((voice, round(start, 4), round(dur, 4), int(p.midi)))
-            if voice == 0 and any(isinstance(e, expressions.Fermata) for e in n.expressions):
-                fermata_ends.add(round(start + dur, 4))
+    info["notes"], fermata_ends = part_notes(parts)
     soprano = sorted((s, -m) for v, s, d, m in info["notes"] if v == 0)  # top note of chords first
     melody, last_start = [], None
     for start, neg_midi in soprano:

@@ -42,7 +42,7 @@ class RenderError(RuntimeError):
     """fluidsynth or its soundfont is missing, or a rendering failed (one line, naming what)."""
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
 
 
@@ -57,10 +57,11 @@ def corpus_paths() -> list[Path]:
     scores = [Path(p) for p in corpus.getComposer("bach") if Path(p).suffix in (".mxl", ".xml", ".krn")]
     stems_mxl = {p.stem for p in scores if p.suffix in (".mxl", ".xml")}
     kept = [p for p in scores if not (p.suffix == ".krn" and p.stem in stems_mxl)]
-    return sorted(kept, key=lambda p: _natural_key(p.name))
+    return sorted(kept, key=lambda p: natural_key(p.name))
 
 
-def _vocal_parts(score: Any) -> list:
+def vocal_parts(score: Any) -> tuple[list, str]:
+    """(S, A, T, B parts, how they were found): by part name, else the four parts by mean pitch."""
     named: dict[str, Any] = {}
     for part in score.parts:
         name = (part.partName or "").strip().lower()
@@ -68,12 +69,30 @@ def _vocal_parts(score: Any) -> list:
             if name.startswith(voice) and voice not in named:
                 named[voice] = part
     if len(named) == 4:
-        return [named[v] for v in VOCAL]
+        return [named[v] for v in VOCAL], "by name"
     parts = list(score.parts)
     if len(parts) != 4:
-        return []
+        return [], "no four vocal parts"
     means = [np.mean([n.pitches[-1].midi for n in p.flatten().notes] or [0]) for p in parts]
-    return [parts[i] for i in sorted(range(4), key=lambda i: -means[i])]
+    return [parts[i] for i in sorted(range(4), key=lambda i: -means[i])], "by mean pitch"
+
+
+def part_notes(parts: list) -> tuple[list[tuple[int, float, float, int]], set[float]]:
+    """(voice, start, duration, MIDI pitch) of every note in quarter lengths, voice by voice, ties merged
+    and grace notes left out; and the ends of the soprano's fermata notes."""
+    from music21 import expressions
+
+    notes: list[tuple[int, float, float, int]] = []
+    fermatas: set[float] = set()
+    for voice, part in enumerate(parts):
+        for n in part.stripTies().flatten().notes:
+            start, dur = float(n.offset), float(n.quarterLength)
+            if dur <= 0:  # grace notes
+                continue
+            notes += [(voice, round(start, 4), round(dur, 4), int(p.midi)) for p in n.pitches]
+            if voice == 0 and any(isinstance(e, expressions.Fermata) for e in n.expressions):
+                fermatas.add(round(start + dur, 4))
+    return notes, fermatas
 
 
 @dataclass(frozen=True)
@@ -88,25 +107,17 @@ class Chorale:
 
 def read_chorale(path: Path) -> Chorale | None:
     """The four vocal parts of one score (repeats expanded), or None if it has no four vocal parts."""
-    from music21 import corpus, expressions
+    from music21 import corpus
 
     score = corpus.parse(str(path))
     try:
         score = score.expandRepeats()
     except Exception:  # a few files have badly formed repeat marks: use them as written
         pass
-    parts = _vocal_parts(score)
+    parts, _ = vocal_parts(score)
     if not parts:
         return None
-    notes, fermatas = [], set()
-    for voice, part in enumerate(parts):
-        for n in part.stripTies().flatten().notes:
-            start, dur = float(n.offset), float(n.quarterLength)
-            if dur <= 0:  # grace notes
-                continue
-            notes += [(voice, round(start, 4), round(dur, 4), int(p.midi)) for p in n.pitches]
-            if voice == 0 and any(isinstance(e, expressions.Fermata) for e in n.expressions):
-                fermatas.add(round(start + dur, 4))
+    notes, fermatas = part_notes(parts)
     title = score.metadata.title if score.metadata is not None and score.metadata.title else path.stem
     return Chorale(chorale_id(path), str(title), tuple(sorted(notes, key=lambda x: (x[1], x[0]))), tuple(sorted(fermatas)))
 

@@ -49,13 +49,20 @@ def frame_targets(notes: np.ndarray, n_frames: int, fps: float, min_midi: int, n
     return onset, frame, velocity, dropped
 
 
+def consecutive_windows(audio: np.ndarray, frame_hop: int, window_frames: int) -> tuple[np.ndarray, int]:
+    """(rows × window_frames · frame_hop windows, back to back, the last zero-padded; the track's frame count)."""
+    n_frames = max(1, -(-len(audio) // frame_hop))
+    n_rows = -(-n_frames // window_frames)
+    padded = np.zeros(n_rows * window_frames * frame_hop, np.float32)
+    padded[: len(audio)] = audio
+    return padded.reshape(n_rows, window_frames * frame_hop), n_frames
+
+
 def track_rows(audio: np.ndarray, notes: np.ndarray, cfg: PitchNotesConfig, track_index: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """A whole track → its consecutive windows and their targets (and the notes dropped)."""
-    hop, width = cfg.frame_hop, cfg.window_frames
-    n_frames = max(1, -(-len(audio) // hop))
-    n_rows = -(-n_frames // width)
-    padded = np.zeros(n_rows * width * hop, np.float32)
-    padded[: len(audio)] = audio
+    width = cfg.window_frames
+    windows, _ = consecutive_windows(audio, cfg.frame_hop, width)
+    n_rows = len(windows)
     onset, frame, velocity, dropped = frame_targets(notes, n_rows * width, cfg.frames_per_s, cfg.min_midi, cfg.n_pitches,
                                                     cfg.onset_frames)
     out = {
@@ -73,15 +80,16 @@ def track_rows(audio: np.ndarray, notes: np.ndarray, cfg: PitchNotesConfig, trac
         table = table[: cfg.max_notes]
         table[:, :2] -= t0
         out["notes"][r, : len(table)], out["n_notes"][r] = table, len(table)
-    return padded.reshape(n_rows, width * hop), out, dropped
+    return windows, out, dropped
 
 
-def _decode(path: Path, sample_rate: int) -> np.ndarray:
+def decode_labelled(path: Path, sample_rate: int) -> np.ndarray:
+    """A labelled track's audio, mono float32; refused (one line) if it is not at `sample_rate`."""
     import soundfile as sf
 
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     if rate != sample_rate:
-        raise ValueError(f"{path}: {rate} Hz, the store is at {sample_rate} Hz (rerun pitch-notes-render)")
+        raise ValueError(f"{path}: {rate} Hz, expected {sample_rate} Hz (pitch_notes.sample_rate; rerun pitch-notes-render)")
     return audio.mean(axis=1)
 
 
@@ -99,7 +107,7 @@ def build_frames_set(cfg: PitchNotesConfig, source_dir: Path, source: str, split
         for track in tqdm(tracks, desc=f"pitch-notes: {source}-{split}", unit="track"):
             try:
                 notes = read_labels(source_dir / "labels" / f"{track['track']}.mid")
-                audio = _decode(source_dir / "audio" / f"{track['track']}.flac", cfg.sample_rate)
+                audio = decode_labelled(source_dir / "audio" / f"{track['track']}.flac", cfg.sample_rate)
             except (LabelError, ValueError, RuntimeError) as exc:
                 quarantined.append({"track": track["track"], "reason": str(exc).splitlines()[0]})
                 continue

@@ -197,14 +197,19 @@ def render_source(source: str, cfg: PitchNotesConfig, out: Path, workers: int = 
             for task in tasks:
                 rows.append(_run_job(task))
                 bar.update()
-    with open(out / "tracks.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TRACK_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_tracks(out, rows)
     per_split = {s: {"tracks": sum(r["split"] == s for r in rows), "pieces": len({r["piece"] for r in rows if r["split"] == s}),
                      "hours": round(sum(r["duration_s"] for r in rows if r["split"] == s) / 3600, 3),
                      "notes": sum(r["notes"] for r in rows if r["split"] == s)} for s in SPLITS}
     return {"source": source, "tracks": len(rows), "splits": per_split, "skipped_scores": skipped}
+
+
+def write_tracks(source_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """tracks.csv of a source (an unlisted source gets the header alone)."""
+    with open(source_dir / "tracks.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=TRACK_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_tracks(source_dir: Path) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ import torch
 
 from musicid.config import NoteNetConfig, PitchNotesConfig
 from musicid.device import resolve_device
+from musicid.families.pitch.metrics import prf
 from musicid.families.pitch.notenet import NoteNet, NoteNetSpec
 from musicid.fsutil import write_json
 from musicid.models.io import save_model
@@ -53,11 +54,7 @@ def check_store(path: Path, spec: NoteNetSpec) -> None:
 def frame_scores(probs: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, float]:
     """Frame-level P/R/F1 over every (frame, pitch) cell: predicted = prob ≥ threshold."""
     pred, true = probs >= threshold, target > 0.5
-    tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+    return prf(int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum()))
 
 
 @torch.inference_mode()

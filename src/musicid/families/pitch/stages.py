@@ -62,7 +62,7 @@ def notes_render(params: Params, workers: int | None = None) -> None:
     """Render each labelled source (synthetic composer, Bach chorales) into data/labelled/pitch/<source>/:
     audio/<track>.flac, labels/<track>.mid (the note labels), tracks.csv. An unlisted source is left empty."""
     from musicid.data.ingest import default_workers
-    from musicid.families.pitch.labelled import SOURCES, render_source
+    from musicid.families.pitch.labelled import SOURCES, render_source, write_tracks
 
     cfg = params.pitch_notes
     summary: dict[str, Any] = {}
@@ -74,7 +74,7 @@ def notes_render(params: Params, workers: int | None = None) -> None:
                 write_json(staging / "summary.json", summary[source])  # no timings: same params, same bytes
                 summary[source]["seconds"] = round(time.perf_counter() - t0, 1)
             else:
-                (staging / "tracks.csv").write_text("track,piece,split,duration_s,notes,description\n")
+                write_tracks(staging, [])
         if source in summary:
             splits = summary[source]["splits"]
             print(f"pitch-notes-render: {source}: " + ", ".join(

@@ -22,6 +22,7 @@ import torch
 
 from musicid.config import TranscribeConfig
 from musicid.device import resolve_device
+from musicid.families.pitch.frames import consecutive_windows
 from musicid.families.pitch.notenet import NETWORK, NoteNet, NoteNetSpec
 from musicid.models.io import ModelError, load_weights, read_config
 
@@ -75,14 +76,10 @@ class Transcriber:
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Mono audio at the networks' rate → (onset, frame) probabilities, (frames, n_pitches) each."""
-        hop, width = self.spec.frame_hop, self.window_frames
-        n_frames = max(1, -(-len(audio) // hop))
-        rows = -(-n_frames // width)
-        padded = np.zeros(rows * width * hop, np.float32)
-        padded[: len(audio)] = audio
-        windows = torch.from_numpy(padded.reshape(rows, width * hop))
-        out = {"onset": [], "frame": []}
-        for start in range(0, rows, batch):
+        cut, n_frames = consecutive_windows(np.asarray(audio, np.float32), self.spec.frame_hop, self.window_frames)
+        windows = torch.from_numpy(cut)
+        out: dict[str, list[np.ndarray]] = {"onset": [], "frame": []}
+        for start in range(0, len(windows), batch):
             x = windows[start : start + batch].to(self.device)
             out["onset"].append(torch.sigmoid(self.onset(x)).cpu().numpy().reshape(-1, self.spec.n_pitches))
             out["frame"].append(torch.sigmoid(self.frame(x)).cpu().numpy().reshape(-1, self.spec.n_pitches))

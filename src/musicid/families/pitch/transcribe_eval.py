@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from musicid.config import PitchNotesConfig, TranscribeConfig
-from musicid.families.pitch.frames import frame_targets
+from musicid.families.pitch.frames import decode_labelled, frame_targets
 from musicid.families.pitch.labelled import read_labels, read_tracks
 from musicid.families.pitch.notetrain import frame_scores
 from musicid.families.pitch.transcribe import Transcriber, notes_from_probs
@@ -41,15 +41,6 @@ def note_scores(ref: np.ndarray, est: np.ndarray, cfg: TranscribeConfig) -> dict
     return out
 
 
-def _decode(path: Path, sample_rate: int) -> np.ndarray:
-    import soundfile as sf
-
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    if rate != sample_rate:
-        raise ValueError(f"{path}: {rate} Hz, the networks need {sample_rate} Hz")
-    return audio.mean(axis=1)
-
-
 def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
                     cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
     tracks = [t for t in read_tracks(labelled / source) if t["split"] == "test"]
@@ -58,7 +49,7 @@ def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: Pit
     lo, hi = tr.spec.min_midi, tr.spec.min_midi + tr.spec.n_pitches
     first = None
     for track in tracks:
-        audio = _decode(labelled / source / "audio" / f"{track['track']}.flac", tr.spec.sample_rate)
+        audio = decode_labelled(labelled / source / "audio" / f"{track['track']}.flac", tr.spec.sample_rate)
         ref = read_labels(labelled / source / "labels" / f"{track['track']}.mid")
         ref = ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
         began = time.perf_counter()

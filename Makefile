@@ -56,11 +56,18 @@ demo: install
 	musicid registry promote candidate --alias champion && \
 	musicid registry promote candidate --alias champion --family works && \
 	musicid registry promote candidate --alias champion --family pitch && \
+	musicid registry promote candidate --alias champion --name musicid-transcriber && \
 	musicid registry compare && musicid registry compare --family works && musicid registry compare --family pitch && \
+	musicid registry compare musicid-transcriber && \
 	echo && musicid identify reports/demo-clip.wav --top 3 && \
 	echo && musicid works identify "$$(cat reports/demo-performance.txt)" --top 3 && \
 	echo && echo "== pitches of the same clip, every 0.5 s (musicid-pitch @champion) ==" && \
 	musicid pitch predict reports/demo-clip.wav --hop 22050 && \
+	echo && echo "== notes of a chorale test piece (musicid-transcriber @champion) → reports/pitch/demo-notes/ ==" && \
+	musicid transcribe "data/labelled/pitch/chorales/audio/$$(awk -F, '$$3 == "test" {print $$1; exit}' data/labelled/pitch/chorales/tracks.csv).flac" \
+		--out reports/pitch/demo-notes && \
+	echo && echo "== transcription records (MLflow; dvc exp run -S pitch_onset.pos_weight=2 adds a row) ==" && \
+	musicid pitch records && \
 	echo && echo "Results: data/ (archive, catalog, manifests, splits, shards, indexes), models/{fingerprint,works}/," && \
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."

@@ -45,7 +45,7 @@ TINY_PARAMS = {
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
 PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "onset-train", "frame-train",
-                                             "transcribe-evaluate", "train", "evaluate", "report"))
+                                             "transcribe-evaluate", "transcribe-report", "train", "evaluate", "report"))
 STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)
 
 

@@ -122,11 +122,20 @@ def test_transcription_stages_write_their_networks_records_and_notes(reproduced:
         result = evaluation["sets"][source]
         assert result["tracks"] >= 1 and {"onset_f1", "onset_offset_f1"} <= set(result["note"])
         assert 0 <= result["frame_level"]["frame"]["f1"] <= 1
+    assert evaluation["networks"]["onset"]["kind"] == "onset" and "eval_f1" in evaluation["networks"]["frame"]
+    # registered as musicid-transcriber (both networks + post-processing), with its card and checklist
+    listed = _run(["musicid", "registry", "list", "--name", "musicid-transcriber"], repo, env)
+    onset_sig = json.loads((repo / "models/pitch-onset/config.json").read_text())["signature"]
+    assert "@candidate" in listed and onset_sig in listed
+    assert "musicid-transcriber" in (repo / "reports/pitch/transcriber-model-card.md").read_text()
+    assert "gate `chorales_note_onset_f1`" in (repo / "reports/pitch/transcriber-release-checklist.md").read_text()
+    assert "1 runs" in _run(["musicid", "pitch", "records"], repo, env)
     sf.write(tmp_path / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
     (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVE")
     done = subprocess.run(["musicid", "transcribe", str(tmp_path / "silence.wav"), "--out", str(tmp_path / "out")],
                           cwd=repo, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert "using @candidate" in done.stderr  # the registered transcriber answers (no champion yet)
     assert "no notes found" in done.stderr and (tmp_path / "out/silence.mid").is_file()
     assert (tmp_path / "out/silence.csv").read_text().splitlines() == ["onset_s,offset_s,pitch,velocity"]
     done = subprocess.run(["musicid", "transcribe", str(tmp_path / "broken.wav"), str(tmp_path / "silence.wav"),

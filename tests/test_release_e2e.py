@@ -5,6 +5,7 @@ One reproduced and committed repository is shared by the tests of this module (i
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -39,11 +40,11 @@ def _signature(model_dir: Path) -> str:
     return json.loads((model_dir / "config.json").read_text())["signature"]
 
 
-def _runs_by_exp(repo: Path) -> dict[str, list]:
+def _runs_by_exp(repo: Path, experiment: str = "musicid-fingerprint") -> dict[str, list]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("musicid-fingerprint").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     grouped: dict[str, list] = {}
     for found in runs:
         grouped.setdefault(found.data.tags.get("musicid.dvc_exp", ""), []).append(found)
@@ -85,9 +86,11 @@ def test_experiment_with_set_param_is_tracked(released: dict) -> None:
     run(["git", "checkout", "-q", "--", "params.yaml"], repo, env)  # leave the workspace at the baseline
 
 
-def test_queued_experiments_land_in_the_repository_db(released: dict) -> None:
+def test_a_queued_sweep_lands_in_the_repository_db_and_in_the_transcription_records(released: dict) -> None:
+    """`dvc exp run --queue -S 'pitch_onset.pos_weight=1,2,4'`: three experiments, each retraining only the onset
+    network and re-scoring; every run in the repository's DB, and `musicid pitch records` lists all three."""
     repo, env = released["repo"], released["env"]
-    run(["dvc", "exp", "run", "--queue", "-S", "fingerprint.train.lr=0.002,0.003"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "-S", "pitch_onset.pos_weight=1,2,4"], repo, env)
     run(["dvc", "queue", "start"], repo, env)
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
@@ -95,10 +98,14 @@ def test_queued_experiments_land_in_the_repository_db(released: dict) -> None:
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert status.count("Success") == 2, status
-    runs = _runs_by_exp(repo)
-    queued = {name: found for name, found in runs.items() if name and name != "three-epochs"}
-    lrs = {next(r for r in found if r.data.tags["musicid.stage"] == "fingerprint-train").data.params["train.lr"]
-           for found in queued.values()}
-    assert len(queued) == 2 and lrs == {"0.002", "0.003"}
+    assert status.count("Success") == 3, status
+    runs = _runs_by_exp(repo, "musicid-pitch")
+    queued = {name: found for name, found in runs.items() if name}
+    stages = {name: {r.data.tags["musicid.stage"] for r in found} for name, found in queued.items()}
+    assert len(queued) == 3 and all(s == {"pitch-onset-train", "pitch-transcribe-evaluate", "pitch-transcribe-report"}
+                                    for s in stages.values()), stages
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing went to a throwaway DB
+    records = run(["musicid", "pitch", "records"], repo, env)
+    rows = list(csv.DictReader(open(repo / "reports/pitch/records.csv")))
+    assert {r["run"] for r in rows} >= set(queued) and "4 runs" in records  # the baseline's run and the sweep's three
+    assert {r["onset pos_weight"] for r in rows if r["run"] in queued} == {"1.0", "2.0", "4.0"}

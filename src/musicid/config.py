@@ -672,15 +672,27 @@ class NoteNetConfig(Section):
 
 
 def _onset_net() -> NoteNetConfig:
-    return NoteNetConfig(conv_l2=0.0, fc_l2=1e-4)  # the team's current best for the onset network
+    # the team's current best L2 for the onset network; a 1024-point STFT (64 ms) resolves onsets in time
+    return NoteNetConfig(conv_l2=0.0, fc_l2=1e-4, n_fft=1024)
 
 
 def _frame_net() -> NoteNetConfig:
     return NoteNetConfig(conv_l2=5e-3, fc_l2=0.0)  # ... and for the pitch (frame) network
 
 
+def _transcriber_registry() -> "RegistryConfig":
+    return RegistryConfig(
+        model_name="musicid-transcriber", bundle_index=False,
+        gates=GatesConfig(min={"chorales_note_onset_f1": 0.4}, max={"chorales_seconds_per_audio_minute": 30.0}),
+    )
+
+
+POST_PROCESSING = ("onset_threshold", "frame_threshold", "adjacent_time_s", "min_note_s")  # what turns probabilities into notes
+
+
 class TranscribeConfig(Section):
-    """Onset and frame probabilities → notes, and how notes are scored (mir_eval) on the test pieces."""
+    """Onset and frame probabilities → notes, how notes are scored (mir_eval) on the test pieces, and
+    the registered transcriber (`musicid-transcriber`: both networks + the post-processing)."""
 
     onset_threshold: float = Field(0.5, ge=0, le=1)  # an onset needs this probability (a local peak in time)
     frame_threshold: float = Field(0.6, ge=0, le=1)  # a note lasts while its frame probability stays this high
@@ -690,6 +702,10 @@ class TranscribeConfig(Section):
     offset_ratio: float = Field(0.2, gt=0)  # mir_eval onset+offset: offset within max(0.05 s, ratio × duration)
     sets: list[Literal["synthetic", "chorales"]] = Field(default_factory=lambda: ["synthetic", "chorales"], min_length=1)
     device: Device = "auto"
+    registry: RegistryConfig = Field(default_factory=_transcriber_registry)
+
+    def post_processing(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in POST_PROCESSING}
 
 
 class Params(Section):

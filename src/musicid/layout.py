@@ -85,6 +85,13 @@ class FamilyLayout:
     def release_checklist(self) -> Path:
         return self.reports / "release-checklist.md"
 
+    def named_model_card(self, name: str) -> Path:
+        """The card of a family's further registered model (e.g. reports/pitch/transcriber-model-card.md)."""
+        return self.reports / f"{name}-model-card.md"
+
+    def named_release_checklist(self, name: str) -> Path:
+        return self.reports / f"{name}-release-checklist.md"
+
     def store(self, split: str) -> Path:
         return self.shards / f"{split}.zarr"
 

@@ -48,12 +48,13 @@ def main() -> None:
     fingerprint-{shards,train,index,evaluate,report} (which recording, and where),
     works-{split,features,train,index,evaluate,report} (which composition a performance is a
     version of) and pitch-{synth,train,evaluate,report} (which pitches sound in each window) with
-    pitch-{notes-render,notes-shards,onset-train,frame-train,transcribe-evaluate} (notes: onset and
-    frame networks on note-labelled audio). `dvc repro` rebuilds what is stale, and every run is
+    pitch-{notes-render,notes-shards,onset-train,frame-train,transcribe-evaluate,transcribe-report}
+    (notes: onset and frame networks on note-labelled audio, registered as musicid-transcriber). `dvc repro` rebuilds what is stale, and every run is
     tracked in MLflow. These commands inspect sources, validate manifests, look into stores, build
     indexes for any folder, manage the model registry and answer audio (with each family's registry
     champion by default): `musicid identify` for recordings, `musicid works identify` for works,
-    `musicid pitch predict` for pitches, `musicid transcribe` for notes (MIDI + CSV).
+    `musicid pitch predict` for pitches, `musicid transcribe` for notes (MIDI + CSV); `musicid pitch
+    records` lists every transcription run's hyperparameters and scores.
     """
 
 

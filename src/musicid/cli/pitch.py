@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,53 +70,141 @@ def pitch_metrics(path: str) -> None:
     click.echo(format_table(read_json(path)))
 
 
+@pitch.command("records")
+@PARAMS_OPTION
+@click.option("--set", "test_set", default=None, help="Labelled set whose test note F1 sorts the table [default: chorales].")
+@click.option("--out-dir", default="reports/pitch", show_default=True, type=click.Path(file_okay=False),
+              help="Where records.md and records.csv are written.")
+def pitch_records(params_path: str, test_set: str | None, out_dir: str) -> None:
+    """Every transcription run from MLflow: hyperparameters, train/eval frame P/R/F1 of the onset and frame
+    networks, test note P/R/F1; best test note F1 first, the champion marked *.
+
+    One row per `pitch-transcribe-evaluate` run (a `dvc repro` or each `dvc exp run`, queued sweeps
+    included); the same table goes to OUT_DIR/records.md and records.csv.
+    """
+    from musicid.families.pitch.records import collect, default_set, table_rows, terminal_table, write_tables
+
+    params = load_params_or_defaults(params_path)
+    records, folded, note = collect(params.tracking, params.pitch_transcribe.registry)
+    if not records:
+        click.echo("no transcription runs yet: `dvc repro pitch-transcribe-evaluate` (or `dvc exp run`) records one")
+        return
+    test_set = test_set or default_set(records)
+    headers, rows = table_rows(records, test_set)
+    click.echo(terminal_table(headers, rows))
+    md, csv_path = write_tables(headers, rows, Path(out_dir), note)
+    click.echo(f"{len(records)} runs" + (f" ({folded} repeats of the same networks and post-processing folded)" if folded else "")
+               + f"; {note}; → {md}, {csv_path}")
+
+
+TRANSCRIBER_MODEL_ENV = "MUSICID_TRANSCRIBER_MODEL_URI"
+
+
 @main.command("transcribe")
 @click.argument("audio", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <name>.mid and <name>.csv per input.")
-@click.option("--onset-model", default="models/pitch-onset", show_default=True, type=click.Path(file_okay=False),
-              help="The onset network's model folder.")
-@click.option("--frame-model", default="models/pitch-frame", show_default=True, type=click.Path(file_okay=False),
-              help="The frame network's model folder.")
+@click.option("--model", "model", default=None,
+              help=f"Registry URI of a transcriber [default: ${TRANSCRIBER_MODEL_ENV}, else ${MODEL_URI_ENV}, else "
+                   "models:/musicid-transcriber@champion, else the workspace's two networks].")
+@click.option("--onset-model", default=None, type=click.Path(file_okay=False),
+              help="An onset network's folder (with --frame-model: use these two instead of the registry).")
+@click.option("--frame-model", default=None, type=click.Path(file_okay=False), help="A frame network's folder.")
 @PARAMS_OPTION
-def transcribe(audio: tuple[str, ...], out_dir: str, onset_model: str, frame_model: str, params_path: str) -> None:
-    """Notes of each AUDIO file (onset + frame networks, post-processed by pitch_transcribe.*) as a MIDI
-    file and a CSV (onset_s, offset_s, pitch, velocity) in --out.
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON line per file: {"query", "model_signature", "notes": [{"onset_s", "offset_s", "pitch", "velocity"}]}.')
+def transcribe(audio: tuple[str, ...], out_dir: str, model: str | None, onset_model: str | None, frame_model: str | None,
+               params_path: str, as_json: bool) -> None:
+    """Notes of each AUDIO file (onset + frame networks, then post-processing) as a MIDI file and a CSV
+    (onset_s, offset_s, pitch, velocity) in --out.
 
-    Exit status: 0 when every file was transcribed (silence gives no notes and a warning), 1 when any
-    failed to decode (the others still are), 2 when the networks cannot be used.
+    The networks come from the registry (musicid-transcriber @champion, else the newest @candidate
+    with a warning), with the post-processing registered with them; --model or
+    $MUSICID_TRANSCRIBER_MODEL_URI / $MUSICID_MODEL_URI name another version; --onset-model and
+    --frame-model name two folders (post-processing from params.yaml's pitch_transcribe). Without a
+    registry, the workspace's models/pitch-onset and models/pitch-frame are used. Both networks are
+    self-checked on load. Exit status: 0 when every file was transcribed (silence gives no notes and a
+    warning), 1 when any failed to decode (the others still are), 2 when the networks cannot be used.
     """
-    import warnings
-    from pathlib import Path
+    import json
 
-    from musicid.audio.decode import decode
-    from musicid.audio.resample import to_model_rate, to_mono
-    from musicid.families.pitch.transcribe import load_transcriber, write_notes
-    from musicid.models.io import ModelError
+    from musicid.config import TranscribeConfig
+    from musicid.families.pitch.transcribe import notes_array, transcribe_path, write_notes
 
     _log_to_stderr()
     params = load_params_or_defaults(params_path)
-    try:
-        tr = load_transcriber(onset_model, frame_model, params.pitch_transcribe.device, params.pitch_notes.window_frames)
-    except ModelError as exc:
-        raise click.ClickException(str(exc)) from None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for path in audio:
-        try:
-            decoded = decode(path)
-        except Exception as exc:  # one bad file is reported, the others go on
-            click.echo(f"error: {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
-            failed += 1
-            continue
-        signal = to_model_rate(to_mono(decoded.samples), decoded.sample_rate, tr.spec.sample_rate)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            notes = tr.transcribe(signal, params.pitch_transcribe, name=path)
-        for w in caught:
-            click.echo(f"warning: {w.message}", err=True)
-        stem = Path(path).stem
-        write_notes(notes, out / f"{stem}.mid", out / f"{stem}.csv")
-        click.echo(f"{path}: {len(notes)} notes → {out / (stem + '.mid')}, {out / (stem + '.csv')}")
+    with _transcriber(model, onset_model, frame_model, params, params_path) as (tr, post, described):
+        click.echo(f"model: {described}", err=True)
+        cfg = TranscribeConfig(**(params.pitch_transcribe.model_dump(exclude={"registry"}) | post))
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        failed = 0
+        for path in audio:
+            result = transcribe_path(tr, path, cfg)
+            if "error" in result:
+                click.echo(f"error: {path}: {result['error']}", err=True)
+                failed += 1
+                continue
+            if result.get("warning"):
+                click.echo(f"warning: {result['warning']}", err=True)
+            stem = Path(path).stem
+            write_notes(notes_array(result), out / f"{stem}.mid", out / f"{stem}.csv")
+            if as_json:
+                click.echo(json.dumps(result))
+            else:
+                click.echo(f"{path}: {len(result['notes'])} notes → {out / (stem + '.mid')}, {out / (stem + '.csv')}")
     raise SystemExit(1 if failed else 0)
+
+
+def _transcriber(model: str | None, onset_model: str | None, frame_model: str | None, params: Any, params_path: str):
+    """(Transcriber, registered post-processing, description): from two folders or the registry."""
+    import contextlib
+    import os
+
+    from musicid.families.pitch.transcribe import load_transcriber
+    from musicid.layout import family_layout
+    from musicid.models.io import ModelError
+    from musicid.tracking import TrackingError, fetch
+
+    workspace = [family_layout("pitch").network(kind) for kind in ("onset", "frame")]
+    window = params.pitch_notes.window_frames
+    device = params.pitch_transcribe.device
+
+    @contextlib.contextmanager
+    def folders(onset: str, frame: str, described: str, post: dict[str, Any], frames: int | None = None):
+        yield load_transcriber(onset, frame, device, frames or window), post, described  # ModelError: exit 2
+
+    if onset_model or frame_model:
+        if not (onset_model and frame_model):
+            raise click.UsageError("--onset-model and --frame-model go together")
+        return folders(onset_model, frame_model, f"{onset_model} + {frame_model}", {})
+    registry = params.pitch_transcribe.registry
+    champion = f"models:/{registry.model_name}@{registry.champion_alias}"
+    uri = model or os.environ.get(TRANSCRIBER_MODEL_ENV) or os.environ.get(MODEL_URI_ENV) or champion
+    default = uri == champion and not model  # only the default champion falls back (to @candidate, then the workspace)
+
+    @contextlib.contextmanager
+    def registered():
+        try:
+            fetched = fetch(uri, fallback_alias=registry.candidate_alias if default else None)
+        except TrackingError as exc:
+            if not default or not all(Path(p, "config.json").is_file() for p in workspace):
+                raise
+            click.echo(f"warning: {exc}; using the workspace's networks", err=True)
+            with folders(*map(str, workspace), " + ".join(map(str, workspace)), {}) as got:
+                yield got
+            return
+        if fetched.warning:
+            click.echo(fetched.warning, err=True)
+        try:
+            if "frame" not in fetched.extra:
+                raise ModelError(f"{uri}: not a transcriber bundle (no frame network)")
+            v = fetched.version
+            with folders(str(fetched.model_dir), str(fetched.extra["frame"]),
+                         f"{uri} (version {v.version}, signature {v.signature})", fetched.settings.get("transcribe", {}),
+                         fetched.settings.get("window_frames")) as got:
+                yield got
+        finally:
+            fetched.cleanup()
+
+    return registered()

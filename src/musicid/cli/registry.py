@@ -12,16 +12,25 @@ FAMILY_OPTION = click.option(
     "--family", type=click.Choice(["fingerprint", "works", "pitch"]), default=None,
     help="Model family [default: the one whose registry.model_name is --name, else fingerprint].",
 )
-NAME_OPTION = click.option("--name", default=None, help="Registered model [default: <family>.registry.model_name].")
+NAME_OPTION = click.option("--name", default=None,
+                           help="Registered model, e.g. musicid-transcriber [default: <family>.registry.model_name].")
 
 
 def _family_registry(params_path: str, family: str | None, name: str | None) -> tuple[str, Any, Any]:
-    """(family name, its registry section, its Family) for --family / --name."""
+    """(family name, the registry section of --name (else the family's main one), its Family)."""
+    from musicid.errors import ConfigError
     from musicid.families import FAMILIES
 
     params = load_params_or_defaults(params_path)
-    if family is None:
-        family = next((f for f in FAMILIES if name and params.family(f).registry.model_name == name), "fingerprint")
+    if name:
+        for fam_name in ([family] if family else FAMILIES):
+            for cfg in FAMILIES[fam_name].registries(params):
+                if cfg.model_name == name:
+                    return fam_name, cfg, FAMILIES[fam_name]
+        if family:
+            known = ", ".join(c.model_name for c in FAMILIES[family].registries(params))
+            raise ConfigError(f"--name {name}: family {family} registers {known}")
+    family = family or "fingerprint"
     return family, params.family(family).registry, FAMILIES[family]
 
 
@@ -30,9 +39,11 @@ def registry() -> None:
     """MLflow model registry: list versions with their metrics, promote through the release gates, compare.
 
     Runs and models live in $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. One registered
-    model per family (musicid-fingerprinter, musicid-work-identifier, musicid-pitch), each with its own
-    candidate/champion aliases and gates. Each family's `report` stage registers a new model with
-    alias candidate; `musicid identify`, `musicid works identify` and `musicid pitch predict` use alias champion.
+    model per family (musicid-fingerprinter, musicid-work-identifier, musicid-pitch), plus the pitch
+    family's note transcriber (musicid-transcriber: pass --name), each with its own candidate/champion
+    aliases and gates. Each family's `report` stage (the transcriber's: pitch-transcribe-report)
+    registers a new model with alias candidate; `musicid identify`, `musicid works identify`,
+    `musicid pitch predict` and `musicid transcribe` use alias champion.
     """
 
 
@@ -112,7 +123,10 @@ COMPARE_COLUMNS = (  # (metric, header, format); the family's headline accuracy 
     ("peak_memory_mb", "peak MB", "{:.0f}"),
     ("model_size_mb", "model MB", "{:.2f}"),
 )
-ACCURACY_COLUMNS = {
+ACCURACY_COLUMNS = {  # by family, or by registered model name where a family registers several
+    "musicid-transcriber": (("chorales_note_onset_f1", "note F1 chorales"), ("chorales_note_onset_offset_f1", "on+off F1"),
+                            ("synthetic_note_onset_f1", "note F1 synthetic"),
+                            ("chorales_seconds_per_audio_minute", "s / audio min")),
     "fingerprint": (("main_top1", "top-1"), ("main_top1_3s", "top-1 3 s"), ("main_top1_10s", "top-1 10 s")),
     "works": (("test_unseen_mAP", "mAP unseen"), ("test_unseen_MR1", "MR1 unseen"), ("test_seen_mAP", "mAP seen"),
               ("test_unseen_top1", "top-1 unseen")),
@@ -135,7 +149,7 @@ def registry_compare(name: str | None, params_path: str, family: str | None, as_
     family, cfg, fam = _family_registry(params_path, family, name)
     name = name or cfg.model_name
     versions = list_versions(name)
-    accuracy = ACCURACY_COLUMNS.get(family, ((fam.headline_metric, fam.headline_metric),))
+    accuracy = ACCURACY_COLUMNS.get(name) or ACCURACY_COLUMNS.get(family, ((fam.headline_metric, fam.headline_metric),))
     rows = [{"version": v.version, "aliases": sorted(v.aliases), "signature": v.signature,
              **{metric: v.metrics.get(metric) for metric, _ in accuracy},
              **{metric: v.metrics.get(metric) for metric, _, _ in COMPARE_COLUMNS}} for v in versions]

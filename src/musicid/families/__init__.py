@@ -12,7 +12,6 @@ from typing import Any
 
 from musicid.errors import ConfigError
 from musicid.families.base import Family
-from musicid.models.io import model_family
 
 FAMILY_NAMES = ("fingerprint", "works", "pitch")
 
@@ -52,6 +51,8 @@ FAMILIES: dict[str, Family] = _Families()
 
 def load_model(model_dir: str | Path, device: str = "auto") -> Any:
     """Load any family's model folder (self-checked), dispatching on the family it records."""
+    from musicid.models.io import model_family  # torch: imported only when a model is loaded
+
     return FAMILIES[model_family(model_dir)].load_model(Path(model_dir), device)
 
 

@@ -27,6 +27,7 @@ class Family:
     headline_metric: str  # the accuracy figure `registry compare` ranks by
     code: tuple[str, ...] = field(default_factory=tuple)  # its own source folder: its stages depend on files there
     register: Callable[[Params], str] | None = None  # `musicid registry register`: workspace model → registry
+    more_registries: Callable[[Params], list[RegistryConfig]] | None = None  # further registered models (pitch: the transcriber)
 
     @property
     def layout(self) -> FamilyLayout:
@@ -36,7 +37,12 @@ class Family:
         return params.family(self.name)
 
     def registry(self, params: Params) -> RegistryConfig:
+        """The family's main registered model (what --family alone names)."""
         return self.params(params).registry  # type: ignore[attr-defined]
+
+    def registries(self, params: Params) -> list[RegistryConfig]:
+        """Every model the family registers, the main one first."""
+        return [self.registry(params), *(self.more_registries(params) if self.more_registries else [])]
 
     def stage_names(self) -> list[str]:
         return [f"{self.name}-{stage}" for stage in self.stages]

@@ -8,6 +8,7 @@ tags are what `musicid registry list` shows and what promotion gates check.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 import warnings
@@ -54,11 +55,18 @@ def check_gates(metrics: dict[str, float], gates: GatesConfig) -> list[GateResul
     return results
 
 
-def bundle_digest(model_dir: Path, index_dir: Path | None) -> str:
+def bundle_digest(model_dir: Path, index_dir: Path | None, extra: dict[str, Path] | None = None,
+                  settings: dict[str, Any] | None = None) -> str:
     """Identifies what a version ships: the model signature, its config (e.g. a threshold chosen at
-    training time), plus the index's id map and metadata."""
+    training time), the configs of any further networks, the predictor's settings, plus the index's
+    id map and metadata."""
     digest = hashlib.sha256(read_json(model_dir / "config.json")["signature"].encode())
     digest.update((model_dir / "config.json").read_bytes())
+    if settings:
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, folder in sorted((extra or {}).items()):
+        digest.update(name.encode())
+        digest.update((folder / "config.json").read_bytes())
     if index_dir is not None:
         for name in ("meta.json", "ids.npz"):
             if (index_dir / name).is_file():
@@ -113,6 +121,7 @@ def _registered(name: str) -> bool:
 def register_bundle(
     model_dir: Path, index_dir: Path | None, metrics: dict[str, float], cfg: RegistryConfig,
     settings: dict[str, Any], tags: dict[str, str], python_model: str, top: int,
+    extra: dict[str, Path] | None = None, signature: str | None = None,
 ) -> tuple[str, bool]:
     """Log a family's pyfunc bundle in the active run and register it (alias `candidate`); (version, is_new).
 
@@ -128,8 +137,12 @@ def register_bundle(
     import musicid
 
     client = _client()
-    digest = bundle_digest(model_dir, index_dir if cfg.bundle_index else None)
-    tags = tags | {TAG_SIGNATURE: read_json(model_dir / "config.json")["signature"], TAG_BUNDLE: digest}
+    extra = extra or {}
+    clash = set(extra) & {MODEL_ARTIFACT, INDEX_ARTIFACT, SETTINGS_ARTIFACT}
+    if clash:
+        raise ValueError(f"extra artifact names {sorted(clash)} are reserved")
+    digest = bundle_digest(model_dir, index_dir if cfg.bundle_index else None, extra, settings)
+    tags = tags | {TAG_SIGNATURE: signature or read_json(model_dir / "config.json")["signature"], TAG_BUNDLE: digest}
     metric_tags = {f"{METRIC_TAG}{k}": f"{v:g}" for k, v in metrics.items()}
     with tracking_errors("cannot register the model"):
         existing = [v for v in _versions(cfg.model_name) if v.tags.get(TAG_BUNDLE) == digest]
@@ -141,7 +154,8 @@ def register_bundle(
             with tempfile.TemporaryDirectory() as scratch:
                 settings_data, settings = settings, Path(scratch) / "settings.json"
                 write_json(settings, settings_data | {"model_name": cfg.model_name})
-                artifacts = {MODEL_ARTIFACT: str(model_dir), SETTINGS_ARTIFACT: str(settings)}
+                artifacts = {MODEL_ARTIFACT: str(model_dir), SETTINGS_ARTIFACT: str(settings),
+                             **{name: str(folder) for name, folder in extra.items()}}
                 if cfg.bundle_index and index_dir is not None:
                     artifacts[INDEX_ARTIFACT] = str(index_dir)
                 with warnings.catch_warnings():  # "no input example": predicting needs indexed audio
@@ -270,6 +284,7 @@ class FetchedModel:
     _scratch: tempfile.TemporaryDirectory
     warning: str = ""  # set when the requested alias was missing and the fallback alias was used
     settings: dict[str, Any] = field(default_factory=dict)  # the bundle's settings.json (its predictor's config)
+    extra: dict[str, Path] = field(default_factory=dict)  # further model folders by artifact name (register_bundle's extra)
 
     def cleanup(self) -> None:
         self._scratch.cleanup()
@@ -306,15 +321,27 @@ def fetch(uri: str, fallback_alias: str | None = None) -> FetchedModel:
     settings_dir = _artifact_dir(local, SETTINGS_ARTIFACT)
     settings_file = settings_dir if settings_dir.is_file() else settings_dir / "settings.json"
     settings = read_json(settings_file) if settings_file.is_file() else {}
-    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning, settings)
+    extra = {name: _artifact_dir(local, name) for name in _artifact_names(local)
+             if name not in (MODEL_ARTIFACT, INDEX_ARTIFACT, SETTINGS_ARTIFACT)}
+    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning, settings, extra)
+
+
+def _pyfunc_artifacts(model_root: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        return yaml.safe_load((model_root / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"] or {}
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}
+
+
+def _artifact_names(model_root: Path) -> list[str]:
+    return list(_pyfunc_artifacts(model_root))
 
 
 def _artifact_dir(model_root: Path, name: str) -> Path:
     """Where pyfunc stored artifact `name` in a downloaded model (as its MLmodel file says)."""
-    import yaml
-
     try:
-        flavor = yaml.safe_load((model_root / "MLmodel").read_text())["flavors"]["python_function"]
-        return model_root / flavor["artifacts"][name]["path"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return model_root / _pyfunc_artifacts(model_root)[name]["path"]
+    except (KeyError, TypeError):
         return model_root / "artifacts" / name

@@ -124,18 +124,29 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def data_version(family: str, lock: Path = Path("dvc.lock")) -> str:
-    """DVC's hash of a family's training shards as recorded in dvc.lock ('' when not locked yet)."""
-    output = f"data/shards/{family}"
+def data_version(family: str, lock: Path = Path("dvc.lock"), output: str | None = None) -> str:
+    """DVC's hash of a family's training shards as recorded in dvc.lock ('' when not locked yet).
+
+    `output` names another folder (default `data/shards/<family>`); when dvc.lock holds several
+    outputs inside it (one store per set), the version is a digest of their hashes.
+    """
+    output = output or f"data/shards/{family}"
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
         return ""
+    inside = {}
     for stage in stages.values():
         for out in stage.get("outs", []):
             if out.get("path") == output:
                 return str(out.get("md5", ""))
-    return ""
+            if str(out.get("path", "")).startswith(output + "/"):
+                inside[out["path"]] = str(out.get("md5", ""))
+    if not inside:
+        return ""
+    import hashlib
+
+    return hashlib.md5("".join(f"{k}={v};" for k, v in sorted(inside.items())).encode()).hexdigest()
 
 
 def provenance_tags(stage: str, family: str = "") -> dict[str, str]:

@@ -24,4 +24,5 @@ FAMILY = Family(
     headline_metric="sanity_within_50c",
     code=("src/musicid/families/pitch",),
     register=stages.register_workspace,
+    more_registries=lambda params: [params.pitch_transcribe.registry],  # musicid-transcriber
 )

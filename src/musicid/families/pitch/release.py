@@ -54,3 +54,45 @@ def model_card(params: Params, model: dict[str, Any], train: dict[str, Any], eva
               "reverberant recordings are outside what it has seen. Below ~80 Hz a 4096-sample window holds only a few "
               "periods, and octave errors are most frequent there (see the band table).", ""]
     return "\n".join(lines)
+
+
+def transcriber_card(params: Params, signature: str, evaluation: dict[str, Any], data_version: str) -> str:
+    """The note transcriber's card: both networks, the post-processing, the note scores on the test pieces."""
+    notes, cfg = params.pitch_notes, params.pitch_transcribe
+    nets = evaluation.get("networks", {})
+    lines = [
+        f"# Model card: {cfg.registry.model_name}",
+        "",
+        f"Signature `{signature}` (onset network + frame network) · family `pitch` · {notes.sample_rate} Hz audio, "
+        f"{notes.frame_hop}-sample frames ({notes.frames_per_s:.1f} per s), MIDI {notes.min_midi}–"
+        f"{notes.min_midi + notes.n_pitches - 1}.",
+        "",
+        "## Intended use",
+        "Notes of a recording (`musicid transcribe AUDIO --out DIR`: a MIDI file and a CSV of onset, offset, "
+        "pitch, velocity). Velocity is the onset network's peak probability, not a measured loudness.",
+        "",
+        "## Training data",
+        f"Sources {', '.join(notes.sources)}, split by piece (no composition in two splits); data version "
+        f"`{data_version or 'missing'}`.",
+        "",
+        "| network | best epoch | train P / R / F1 | eval P / R / F1 | pos_weight | conv L2 | fc L2 | context frames |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, section in (("onset", params.pitch_onset), ("frame", params.pitch_frame)):
+        r = nets.get(kind, {})
+        prf = lambda split: "/".join(f"{r.get(f'{split}_{m}', 0):.3f}" for m in ("precision", "recall", "f1"))  # noqa: E731
+        lines.append(f"| {kind} | {r.get('best_epoch', '–')} | {prf('train')} | {prf('eval')} | {section.pos_weight:g} | "
+                     f"{section.conv_l2:g} | {section.fc_l2:g} | {section.context_frames} |")
+    post = evaluation.get("post_processing", {})
+    lines += ["", "## Post-processing", ", ".join(f"`{k}` {v:g}" for k, v in post.items()), "",
+              "## Evaluation (whole test pieces, never trained on; mir_eval, mean over pieces)", "",
+              "| set | pieces | audio min | note P / R / F1 (onset) | note F1 (onset + offset) | s per audio minute |",
+              "|---|---|---|---|---|---|"]
+    for source, r in evaluation.get("sets", {}).items():
+        n = r["note"]
+        lines.append(f"| {source} | {r['tracks']} | {r['audio_minutes']:.1f} | {n.get('onset_precision', 0):.3f} / "
+                     f"{n.get('onset_recall', 0):.3f} / {n.get('onset_f1', 0):.3f} | {n.get('onset_offset_f1', 0):.3f} | "
+                     f"{r['seconds_per_audio_minute']:.2f} |")
+    lines += ["", "## Limits", "Trained on rendered audio only (fluidsynth General-MIDI instruments and the embedded "
+              "synthesiser): recorded instruments, rooms, vibrato and dense piano textures are outside what it has seen.", ""]
+    return "\n".join(lines)

@@ -138,25 +138,102 @@ def frame_train(params: Params, workers: int | None = None) -> None:
 
 
 TRANSCRIBE_REPORT = LAYOUT.reports / "transcribe"
+NETWORK_KINDS = ("onset", "frame")
+
+
+def transcriber_params(params: Params) -> dict[str, Any]:
+    """Every hyperparameter behind a transcription: what `musicid pitch records` lists per run."""
+    return {"notes": params.pitch_notes.model_dump(), "onset": params.pitch_onset.model_dump(),
+            "frame": params.pitch_frame.model_dump(), "transcribe": params.pitch_transcribe.model_dump(exclude={"registry"})}
 
 
 def transcribe_evaluate(params: Params, workers: int | None = None) -> None:
-    """Both networks + post-processing on the whole test pieces: mir_eval note P/R/F1, frame-level P/R/F1."""
+    """Both networks + post-processing on the whole test pieces: mir_eval note P/R/F1, frame-level P/R/F1.
+
+    The run records every hyperparameter (both networks', the post-processing) and the networks'
+    best train/eval frame P/R/F1 beside the test figures: one run is one row of `musicid pitch records`.
+    """
     from musicid.families.pitch.transcribe import load_transcriber
-    from musicid.families.pitch.transcribe_eval import evaluate_transcriber, flat_metrics, format_table
+    from musicid.families.pitch.transcribe_eval import evaluate_transcriber, flat_metrics, format_table, network_metrics
     from musicid.tracking import stage_run
 
     cfg = params.pitch_transcribe
     tr = load_transcriber(LAYOUT.network("onset"), LAYOUT.network("frame"), cfg.device, params.pitch_notes.window_frames)
     thresholds = {"onset": params.pitch_onset.threshold, "frame": params.pitch_frame.threshold}
-    with stage_run("pitch-transcribe-evaluate", params.tracking, {"transcribe": cfg.model_dump()},
-                   signature=f"{tr.signatures[0]}+{tr.signatures[1]}", family="pitch") as run:
+    networks = {kind: read_json(LAYOUT.reports / f"{kind}-train" / "metrics.json") for kind in NETWORK_KINDS}
+    with stage_run("pitch-transcribe-evaluate", params.tracking, transcriber_params(params),
+                   signature=tr.signature, family="pitch") as run:
         with atomic_dir(TRANSCRIBE_REPORT) as staging:
             summary = evaluate_transcriber(tr, LAYOUT.labelled, params.pitch_notes, cfg, thresholds, staging)
+            summary["networks"] = networks
             write_json(staging / "metrics.json", summary)
-        run.log_metrics(flat_metrics(summary))
+        run.log_metrics(flat_metrics(summary) | network_metrics(networks))
         run.log_artifact(TRANSCRIBE_REPORT, "reports/transcribe")
     print(format_table(summary))
+
+
+TRANSCRIBER = "transcriber"
+
+
+def transcribe_report(params: Params, workers: int | None = None) -> None:
+    """The transcriber's card and release checklist; then register both networks + post-processing as
+    musicid-transcriber (alias candidate)."""
+    from musicid.families.pitch.release import transcriber_card
+    from musicid.families.pitch.transcribe import load_transcriber
+    from musicid.families.pitch.transcribe_eval import flat_metrics, network_metrics
+    from musicid.release import checklist, folder_bytes, gate_rows, peak_memory_mb
+    from musicid.tracking import data_version, stage_run
+
+    cfg = params.pitch_transcribe
+    tr = load_transcriber(LAYOUT.network("onset"), LAYOUT.network("frame"), cfg.device, params.pitch_notes.window_frames)
+    evaluation = read_json(TRANSCRIBE_REPORT / "metrics.json")
+    size_mb = sum(folder_bytes(LAYOUT.network(kind)) for kind in NETWORK_KINDS) / 1e6
+    metrics = flat_metrics(evaluation) | network_metrics(evaluation["networks"]) | {
+        "model_size_mb": size_mb, "peak_memory_mb": peak_memory_mb()}
+    rows = gate_rows(metrics, cfg.registry.gates)
+    evaluated = evaluation.get("signatures", {})
+    rows.append(("evaluation ran these networks", [evaluated.get(k) for k in NETWORK_KINDS] == list(tr.signatures),
+                 f"eval {evaluated.get('onset')} + {evaluated.get('frame')}"))
+    rows.append(("evaluated post-processing is the one registered", evaluation.get("post_processing") == cfg.post_processing(),
+                 ", ".join(f"{k} {v:g}" for k, v in cfg.post_processing().items())))
+    version = data_version("pitch", output=str(LAYOUT.note_shards))
+    rows.append(("training data version locked in dvc.lock", bool(version), version or "missing"))
+    text, ready = checklist(cfg.registry.model_name, tr.signature, rows, cfg.registry.champion_alias)
+    documents = {LAYOUT.named_model_card(TRANSCRIBER): transcriber_card(params, tr.signature, evaluation, version),
+                 LAYOUT.named_release_checklist(TRANSCRIBER): text}
+    for path, body in documents.items():
+        with atomic_file(path) as tmp:
+            tmp.write_text(body)
+    print(f"pitch-transcribe-report: {', '.join(map(str, documents))}; release checklist: {'READY' if ready else 'NOT READY'}")
+    with stage_run("pitch-transcribe-report", params.tracking, {"registry": cfg.registry.model_dump()},
+                   signature=tr.signature, parent_stage="pitch-transcribe-evaluate", family="pitch") as run:
+        run.log_metrics(metrics)
+        for path in documents:
+            run.log_artifact(path, "reports")
+        if run.run is not None:
+            register_transcriber(params, tr.signature, metrics, run.run.data.tags)
+    if not params.tracking.enabled:
+        print("pitch-transcribe-report: tracking.enabled is false: transcriber not registered")
+
+
+def register_transcriber(params: Params, signature: str, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
+    """Register the onset network (artifact `model`) + frame network (`frame`) + post-processing; the version."""
+    from musicid.families.pitch import pyfunc_transcriber_entry
+    from musicid.families.pitch.records import TAG_EVAL_RUN
+    from musicid.tracking import register_bundle
+
+    cfg = params.pitch_transcribe
+    tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
+    if run_tags.get("mlflow.parentRunId"):
+        tags[TAG_EVAL_RUN] = run_tags["mlflow.parentRunId"]
+    settings = {"transcribe": cfg.post_processing(), "window_frames": params.pitch_notes.window_frames}
+    version, is_new = register_bundle(LAYOUT.network("onset"), None, metrics, cfg.registry, settings, tags,
+                                      pyfunc_transcriber_entry.__file__, 1, extra={"frame": LAYOUT.network("frame")},
+                                      signature=signature)
+    print(f"registry: {cfg.registry.model_name} version {version} "
+          f"{'registered' if is_new else 'already registered (same networks and post-processing)'}, "
+          f"alias @{cfg.registry.candidate_alias} → {version}")
+    return version
 
 
 def train(params: Params, workers: int | None = None) -> None:
@@ -261,4 +338,5 @@ def register_workspace(params: Params) -> str:
 
 STAGES = {"synth": synth, "notes-render": notes_render, "notes-shards": notes_shards,
           "onset-train": onset_train, "frame-train": frame_train, "transcribe-evaluate": transcribe_evaluate,
+          "transcribe-report": transcribe_report,
           "train": train, "evaluate": evaluate, "report": report}

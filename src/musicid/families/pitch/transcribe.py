@@ -73,6 +73,11 @@ class Transcriber:
     def fps(self) -> float:
         return self.spec.sample_rate / self.spec.frame_hop
 
+    @property
+    def signature(self) -> str:
+        """The pair's name: onset signature + frame signature (what runs and the registry are tagged with)."""
+        return "+".join(self.signatures)
+
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Mono audio at the networks' rate → (onset, frame) probabilities, (frames, n_pitches) each."""
@@ -123,6 +128,33 @@ def load_transcriber(onset_dir: str | Path, frame_dir: str | Path, device: str =
                              f"{getattr(onset.spec, key)} vs {getattr(frame.spec, key)}")
     width = window_frames or int(config.get("notes", {}).get("window_frames", 128))
     return Transcriber(onset, frame, (sig_onset, sig_frame), dev, width)
+
+
+def transcribe_path(tr: Transcriber, path: str | Path, cfg: TranscribeConfig) -> dict[str, Any]:
+    """One audio file → {"query", "model_signature", "notes": [{onset_s, offset_s, pitch, velocity}], "warning"?}
+    (decoded, mono, resampled); an undecodable file gives {"query", "error"} instead of raising."""
+    from musicid.audio.decode import decode
+    from musicid.audio.resample import to_model_rate, to_mono
+
+    result: dict[str, Any] = {"query": str(path), "model_signature": tr.signature}
+    try:
+        decoded = decode(str(path))
+    except Exception as exc:  # one bad file is reported, the others go on
+        return result | {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    signal = to_model_rate(to_mono(decoded.samples), decoded.sample_rate, tr.spec.sample_rate)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notes = tr.transcribe(signal, cfg, name=str(path))
+    if caught:
+        result["warning"] = str(caught[0].message)
+    result["notes"] = [dict(zip(NOTE_COLUMNS, (round(float(a), 4), round(float(b), 4), int(p), round(float(v), 3))))
+                       for a, b, p, v in notes]
+    return result
+
+
+def notes_array(result: dict[str, Any]) -> np.ndarray:
+    """transcribe_path's notes back to the (n, 4) table."""
+    return np.array([[n[c] for c in NOTE_COLUMNS] for n in result.get("notes", [])], dtype=np.float64).reshape(-1, 4)
 
 
 def write_notes(notes: np.ndarray, midi_path: Path, csv_path: Path) -> None:

@@ -116,8 +116,8 @@ def evaluate_transcriber(tr: Transcriber, labelled: Path, notes_cfg: PitchNotesC
         if first is not None:
             piano_roll_png(first, tr.fps, out_dir / f"piano-roll-{source}.png")
         sets[source] = result
-    return {"signatures": {"onset": tr.signatures[0], "frame": tr.signatures[1]},
-            "post_processing": cfg.model_dump(exclude={"sets", "device"}), "sets": sets}
+    return {"signatures": {"onset": tr.signatures[0], "frame": tr.signatures[1]}, "post_processing": cfg.post_processing(),
+            "scoring": {"onset_tolerance_s": cfg.onset_tolerance_s, "offset_ratio": cfg.offset_ratio}, "sets": sets}
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -131,6 +131,22 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
                 if m in scores:
                     out[f"{source}_{kind}_{m}"] = float(scores[m])
         out[f"{source}_seconds_per_audio_minute"] = r["seconds_per_audio_minute"]
+    return out
+
+
+NETWORK_SPLITS = ("train", "eval")
+
+
+def network_metrics(networks: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each network's best-epoch frame P/R/F1 on train and eval (its train report) as <kind>_<split>_<metric>."""
+    out: dict[str, float] = {}
+    for kind, report in networks.items():
+        for split in NETWORK_SPLITS:
+            for m in ("precision", "recall", "f1"):
+                if f"{split}_{m}" in report:
+                    out[f"{kind}_{split}_{m}"] = float(report[f"{split}_{m}"])
+        if "best_epoch" in report:
+            out[f"{kind}_best_epoch"] = float(report["best_epoch"])
     return out
 
 

@@ -14,6 +14,17 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real `dvc repro` of the whole pipeline on tiny params (tests/e2e_repo.py), made once per session;
+    end-to-end modules work on their own copy of it (e2e_repo.copy_repo), never on this one."""
+    from e2e_repo import env_for, make_repo, run
+
+    tmp = tmp_path_factory.mktemp("tiny-pipeline")
+    repo = make_repo(tmp)
+    return {"repo": repo, "output": run(["dvc", "repro"], repo, env_for(tmp))}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _faiss_single_thread():
     """Tiny k-means and searches are all OpenMP overhead; on a busy 2-core box 2 threads spin for seconds."""

@@ -90,3 +90,22 @@ def make_repo(tmp_path: Path) -> Path:
     run(["git", "init", "-q"], work, env)
     set_params(work, TINY_PARAMS)
     return work
+
+
+def copy_repo(template: Path, tmp_path: Path) -> Path:
+    """A reproduced repository copied to tmp_path/repo (git, DVC cache, outputs, MLflow database), with the
+    database's absolute artifact locations pointed at the copy: the copy shares nothing with the template."""
+    import sqlite3
+
+    work = tmp_path / "repo"
+    shutil.copytree(template, work, symlinks=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder) == template / ".dvc" else [])
+    old, new = str(template.resolve()), str(work.resolve())
+    with sqlite3.connect(work / "mlflow.db") as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            columns = [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")
+                       if str(row[2]).upper().startswith(("VARCHAR", "TEXT"))]
+            for column in columns:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0',
+                           (old, new, old))
+    return work

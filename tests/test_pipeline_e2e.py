@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_repo import STAGES, WORKS_STAGES, make_repo
+from e2e_repo import STAGES, WORKS_STAGES, copy_repo, make_repo
 from musicid.families import FAMILY_NAMES
 from musicid.families.fingerprint.open_set import OpenSetThreshold
 from e2e_repo import env_for as _env
@@ -27,12 +27,11 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One real `dvc repro` of every stage on tiny params, shared by this module's tests (in file order)."""
+def reproduced(tiny_pipeline: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real `dvc repro` of every stage on tiny params (the session's), copied for this module's tests (in file order)."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    repo, env = make_repo(tmp), _env(tmp)
-    ran = _ran(_run(["dvc", "repro"], repo, env))
-    return {"repo": repo, "env": env, "tmp": tmp, "ran": ran}
+    repo, env = copy_repo(tiny_pipeline["repo"], tmp), _env(tmp)
+    return {"repo": repo, "env": env, "tmp": tmp, "ran": _ran(tiny_pipeline["output"])}
 
 
 def _ran(output: str) -> set[str]:

@@ -20,7 +20,7 @@ STAGE = "pitch-transcribe-evaluate"
 TAG_EVAL_RUN = "musicid.eval_run"  # on a registered transcriber: the evaluation run it was measured in
 HYPERPARAMS = (  # (MLflow param, column)
     ("onset.pos_weight", "onset pos_weight"), ("onset.conv_l2", "onset conv L2"), ("onset.fc_l2", "onset fc L2"),
-    ("onset.context_frames", "onset context"), ("onset.epochs", "onset epochs"),
+    ("onset.context_frames", "onset context"), ("onset.n_fft", "onset n_fft"), ("onset.epochs", "onset epochs"),
     ("frame.pos_weight", "frame pos_weight"), ("frame.conv_l2", "frame conv L2"), ("frame.fc_l2", "frame fc L2"),
     ("frame.context_frames", "frame context"), ("frame.epochs", "frame epochs"),
     ("transcribe.onset_threshold", "onset thr"), ("transcribe.frame_threshold", "frame thr"),

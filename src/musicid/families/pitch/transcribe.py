@@ -134,14 +134,14 @@ def transcribe_path(tr: Transcriber, path: str | Path, cfg: TranscribeConfig) ->
     """One audio file → {"query", "model_signature", "notes": [{onset_s, offset_s, pitch, velocity}], "warning"?}
     (decoded, mono, resampled); an undecodable file gives {"query", "error"} instead of raising."""
     from musicid.audio.decode import decode
-    from musicid.audio.resample import to_model_rate, to_mono
+    from musicid.audio.resample import to_model_rate
 
     result: dict[str, Any] = {"query": str(path), "model_signature": tr.signature}
     try:
         decoded = decode(str(path))
     except Exception as exc:  # one bad file is reported, the others go on
         return result | {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-    signal = to_model_rate(to_mono(decoded.samples), decoded.sample_rate, tr.spec.sample_rate)
+    signal = to_model_rate(decoded.samples, decoded.sample_rate, tr.spec.sample_rate)  # mono, at the networks' rate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         notes = tr.transcribe(signal, cfg, name=str(path))

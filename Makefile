@@ -39,10 +39,8 @@ demo: install
 	echo && echo "== pipeline finished in $$(( $$(date +%s) - start )) s ==" && \
 	musicid data inspect data/ingested && \
 	musicid data validate data/manifests && \
-	for split in train val test; do echo "-- data/shards/fingerprint/$$split.zarr"; musicid store info data/shards/fingerprint/$$split.zarr; done && \
-	for split in train val test; do echo "-- data/shards/works/$$split.zarr"; musicid store info data/shards/works/$$split.zarr; done && \
-	echo "-- data/shards/pitch/polyphonic-train.zarr" && musicid store info data/shards/pitch/polyphonic-train.zarr && \
-	echo "-- data/shards/pitch-notes/chorales-train.zarr" && musicid store info data/shards/pitch-notes/chorales-train.zarr && \
+	musicid store info data/shards/fingerprint/{train,val,test}.zarr data/shards/works/{train,val,test}.zarr \
+		data/shards/pitch/polyphonic-train.zarr data/shards/pitch-notes/chorales-train.zarr && \
 	echo && echo "== fingerprint evaluation on held-out tracks (reports/fingerprint/eval/metrics.json) ==" && musicid metrics && \
 	echo && echo "== works evaluation (reports/works/eval/metrics.json) ==" && musicid works metrics && \
 	echo && echo "== pitch evaluation on held-out generated windows (reports/pitch/eval/metrics.json) ==" && musicid pitch metrics && \
@@ -53,12 +51,8 @@ demo: install
 	open('reports/demo-performance.txt', 'w').write('data/ingested/' + w['path']); \
 	print('== performance for works identify:', w['track_id'], 'of work', w['work_id'], '(a work the model never trained on) ==')" && \
 	echo && echo "== model registry (MLflow, mlflow.db): promote each family's candidate through its release gates ==" && \
-	musicid registry promote candidate --alias champion && \
-	musicid registry promote candidate --alias champion --family works && \
-	musicid registry promote candidate --alias champion --family pitch && \
-	musicid registry promote candidate --alias champion --name musicid-transcriber && \
-	musicid registry compare && musicid registry compare --family works && musicid registry compare --family pitch && \
-	musicid registry compare musicid-transcriber && \
+	musicid registry promote candidate --alias champion --all && \
+	musicid registry compare --all && \
 	echo && musicid identify reports/demo-clip.wav --top 3 && \
 	echo && musicid works identify "$$(cat reports/demo-performance.txt)" --top 3 && \
 	echo && echo "== pitches of the same clip, every 0.5 s (musicid-pitch @champion) ==" && \

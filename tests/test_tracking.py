@@ -325,3 +325,17 @@ def test_registry_register_cli_registers_the_workspace_model(mlflow_db: Path, bu
     (version,) = list_versions("musicid-fingerprinter")
     assert version.metrics["main_top1_3s"] == 0.96 and version.metrics["noise_top1_10s"] == 0.96
     assert MlflowClient().get_run(version.run_id).data.tags["musicid.stage"] == "fingerprint-register"
+
+
+def test_promote_and_compare_all_go_through_every_registered_model(mlflow_db: Path, bundles: dict[str, Path]) -> None:
+    _register(bundles, "a", GOOD)
+    done = CliRunner().invoke(main, ["registry", "promote", "candidate", "--alias", "champion", "--all"])
+    # the fingerprinter passes its gates; the other families have nothing registered: named, and the command fails
+    assert "musicid-fingerprinter version 1 is now @champion" in done.output
+    assert done.exit_code == 2 and "not promoted: musicid-work-identifier, musicid-pitch, musicid-transcriber" in done.output
+    assert str(MlflowClient().get_model_version_by_alias("musicid-fingerprinter", "champion").version) == "1"
+    compared = CliRunner().invoke(main, ["registry", "compare", "--all", "--json"])
+    tables = json.loads(compared.output)
+    assert [t["name"] for t in tables] == ["musicid-fingerprinter", "musicid-work-identifier", "musicid-pitch",
+                                           "musicid-transcriber"]
+    assert tables[0]["versions"][0]["main_top1_3s"] == GOOD["main_top1_3s"] and tables[1]["versions"] == []

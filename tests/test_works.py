@@ -95,6 +95,12 @@ def test_ragged_store_round_trip(tmp_path: Path) -> None:
     assert len(store) == 3 and meta["frames"] == 306 and store.column("id") == ["t5", "t300", "t1"]
     assert np.array_equal(store.item(1), items[1][0]) and np.array_equal(store.item(1, 10, 20), items[1][0][10:20])
     assert store.summary()["file_count"] < 20  # sharded: a few files, not one per chunk
+    picked = store.load_items([0, 2])  # two runs of consecutive items: each read as one slice
+    assert [p.shape for p in picked] == [(5, 8), (1, 8)] and np.array_equal(picked[1], items[2][0])
+    assert all(np.array_equal(a, b) for a, b in zip(store.load_items([0, 1, 2]), store.load_all()))
+    assert store.load_items([]) == []
+    shown = CliRunner().invoke(main, ["store", "info", str(tmp_path / "s.zarr"), str(tmp_path / "s.zarr"), "--json"])
+    assert shown.exit_code == 0 and [s["items"] for s in json.loads(shown.output)] == [3, 3]
     with pytest.raises(Exception, match="expected"):
         write_ragged_store(tmp_path / "bad.zarr", [(np.zeros((3, 4)), {})], 8)
     assert not (tmp_path / "bad.zarr").exists()

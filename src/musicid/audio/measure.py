@@ -7,7 +7,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pyloudnorm
 
 _FRAME_S = 0.05
 _FLOOR_DB = -120.0
@@ -35,6 +34,8 @@ def _integrated_loudness(samples: np.ndarray, sample_rate: int) -> float:
         return _FLOOR_DB
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        import pyloudnorm  # here, not at import: it pulls scipy.signal (~1 s) into every stage that decodes
+
         value = pyloudnorm.Meter(sample_rate).integrated_loudness(samples.astype(np.float64))
     return float(value) if np.isfinite(value) else _FLOOR_DB
 

@@ -1,9 +1,15 @@
-"""Down-mix and resample to the model rate (soxr via librosa: fast and high quality)."""
+"""Down-mix and resample to the model rate (soxr, high quality).
+
+soxr is called directly, as librosa's `resample(res_type="soxr_hq")` calls it (same samples, same
+length), because importing librosa costs seconds in every short-lived command that decodes.
+"""
 
 from __future__ import annotations
 
-import librosa
+import math
+
 import numpy as np
+import soxr
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -13,10 +19,12 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def to_model_rate(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
-    """Mono float32 at `target_rate`."""
+    """Mono float32 at `target_rate`, ceil(n × target / source) samples long (zero-padded or cut)."""
     mono = to_mono(samples)
     if sample_rate == target_rate:
         return mono
-    return librosa.resample(mono, orig_sr=sample_rate, target_sr=target_rate, res_type="soxr_hq").astype(
-        np.float32
-    )
+    out = soxr.resample(mono, sample_rate, target_rate, quality="soxr_hq").astype(np.float32, copy=False)
+    length = int(math.ceil(mono.shape[0] * float(target_rate) / sample_rate))
+    if out.shape[0] >= length:
+        return np.ascontiguousarray(out[:length])
+    return np.concatenate([out, np.zeros(length - out.shape[0], dtype=np.float32)])

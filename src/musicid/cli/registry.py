@@ -34,6 +34,18 @@ def _family_registry(params_path: str, family: str | None, name: str | None) -> 
     return family, params.family(family).registry, FAMILIES[family]
 
 
+def _every_registry(params_path: str) -> list[tuple[str, Any, Any]]:
+    """(family, registry section, Family) for every registered model of every family, in family order."""
+    from musicid.families import FAMILIES
+
+    params = load_params_or_defaults(params_path)
+    return [(fam_name, cfg, fam) for fam_name, fam in FAMILIES.items() for cfg in fam.registries(params)]
+
+
+ALL_OPTION = click.option("--all", "every", is_flag=True,
+                          help="Every registered model of every family (musicid-fingerprinter ... musicid-transcriber).")
+
+
 @main.group()
 def registry() -> None:
     """MLflow model registry: list versions with their metrics, promote through the release gates, compare.
@@ -90,20 +102,35 @@ def registry_list(params_path: str, family: str | None, name: str | None, all_me
 @PARAMS_OPTION
 @FAMILY_OPTION
 @NAME_OPTION
-def registry_promote(version: str, alias: str | None, params_path: str, family: str | None, name: str | None) -> None:
+@ALL_OPTION
+def registry_promote(version: str, alias: str | None, params_path: str, family: str | None, name: str | None,
+                     every: bool) -> None:
     """Point --alias at VERSION (a number or an alias such as candidate) if it passes the gates.
 
     The gates are params.yaml's <family>.registry.gates (min/max per metric); a version that fails
-    one is refused with the failing figure and the alias is left as it was.
+    one is refused with the failing figure and the alias is left as it was. With --all, each
+    registered model is tried in turn and the command fails at the end if any was refused.
     """
+    from musicid.errors import MusicidError
     from musicid.tracking import promote
 
-    _, cfg, _ = _family_registry(params_path, family, name)
-    name, alias = name or cfg.model_name, alias or cfg.champion_alias
-    info, results = promote(name, version, alias, cfg.gates)
-    for result in results:
-        click.echo(f"  pass  {result.describe()}")
-    click.echo(f"{name} version {info.version} is now @{alias} (signature {info.signature})")
+    targets = _every_registry(params_path) if every else [_family_registry(params_path, family, name)]
+    refused = []
+    for _, cfg, _ in targets:
+        model, to = (cfg.model_name if every else name or cfg.model_name), alias or cfg.champion_alias
+        try:
+            info, results = promote(model, version, to, cfg.gates)
+        except MusicidError as exc:
+            if not every:
+                raise
+            click.echo(f"  REFUSED  {exc}")
+            refused.append(model)
+            continue
+        for result in results:
+            click.echo(f"  pass  {result.describe()}")
+        click.echo(f"{model} version {info.version} is now @{to} (signature {info.signature})")
+    if refused:
+        raise MusicidError(f"not promoted: {', '.join(refused)} (reasons above)")
 
 
 @registry.command("register")
@@ -137,28 +164,37 @@ ACCURACY_COLUMNS = {  # by family, or by registered model name where a family re
 @click.argument("name", required=False)
 @PARAMS_OPTION
 @FAMILY_OPTION
+@ALL_OPTION
 @JSON_OPTION
-def registry_compare(name: str | None, params_path: str, family: str | None, as_json: bool) -> None:
+def registry_compare(name: str | None, params_path: str, family: str | None, every: bool, as_json: bool) -> None:
     """Registered versions side by side on their evaluation: accuracy, CPU latency per query, peak memory, size.
 
-    NAME is a registered model [default: the family's registry.model_name]. Figures are those each
-    version was registered with (its report stage measured them on this pipeline's test split).
+    NAME is a registered model [default: the family's registry.model_name]; --all prints one table
+    per registered model. Figures are those each version was registered with (its report stage
+    measured them on this pipeline's test split).
     """
+    targets = _every_registry(params_path) if every else [_family_registry(params_path, family, name)]
+    tables = [_compare_one(fam_name, cfg.model_name if every else name or cfg.model_name, fam, as_json)
+              for fam_name, cfg, fam in targets]
+    if as_json:
+        _emit_json(tables if every else tables[0])
+
+
+def _compare_one(family: str, name: str, fam: Any, as_json: bool) -> dict[str, Any]:
+    """One registered model's table (printed unless as_json); its rows as JSON."""
     from musicid.tracking import list_versions
 
-    family, cfg, fam = _family_registry(params_path, family, name)
-    name = name or cfg.model_name
     versions = list_versions(name)
     accuracy = ACCURACY_COLUMNS.get(name) or ACCURACY_COLUMNS.get(family, ((fam.headline_metric, fam.headline_metric),))
     rows = [{"version": v.version, "aliases": sorted(v.aliases), "signature": v.signature,
              **{metric: v.metrics.get(metric) for metric, _ in accuracy},
              **{metric: v.metrics.get(metric) for metric, _, _ in COMPARE_COLUMNS}} for v in versions]
+    result = {"name": name, "family": family, "versions": rows}
     if as_json:
-        _emit_json({"name": name, "family": family, "versions": rows})
-        return
+        return result
     if not rows:
         click.echo(f"{name}: no versions registered yet (`dvc repro` registers one)")
-        return
+        return result
     headers = ["version", "aliases", *[h for _, h in accuracy], *[h for _, h, _ in COMPARE_COLUMNS]]
     table = []
     for row in rows:
@@ -171,3 +207,4 @@ def registry_compare(name: str | None, params_path: str, family: str | None, as_
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for cells in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    return result

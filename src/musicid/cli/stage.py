@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import click
@@ -16,10 +17,12 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
     @PARAMS_OPTION
     @WORKERS_OPTION
     def command(params_path: str, workers: int | None) -> None:
+        began = time.monotonic()  # the stage with its imports: what a long `dvc repro` log is read for
         from musicid.config import load_params
 
         _log_to_stderr()
         run(load_params(params_path), workers=workers)
+        click.echo(f"{name}: finished in {time.monotonic() - began:.1f} s")
 
     command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."
     return click.command(name)(command)

@@ -16,22 +16,27 @@ def store() -> None:
 
 
 @store.command("info")
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @JSON_OPTION
-def store_info(path: str, as_json: bool) -> None:
-    """Rows (or items and frames), widths, dtype, compressor, files and bytes of a store."""
+def store_info(paths: tuple[str, ...], as_json: bool) -> None:
+    """Rows (or items and frames), widths, dtype, compressor, files and bytes of each store in PATHS."""
     import zarr
 
     from musicid.store import store_summary
     from musicid.store.ragged import RaggedStore
 
-    try:
-        ragged = "ragged_format_version" in zarr.open_group(path, mode="r").attrs
-    except Exception:  # not a Zarr group at all: store_summary names the problem
-        ragged = False
-    summary = RaggedStore(path).summary() | {"path": path} if ragged else store_summary(path)
+    summaries = []
+    for path in paths:
+        try:
+            ragged = "ragged_format_version" in zarr.open_group(path, mode="r").attrs
+        except Exception:  # not a Zarr group at all: store_summary names the problem
+            ragged = False
+        summaries.append(RaggedStore(path).summary() | {"path": path} if ragged else store_summary(path))
     if as_json:
-        _emit_json(summary)
-    else:
+        _emit_json(summaries if len(paths) > 1 else summaries[0])
+        return
+    for path, summary in zip(paths, summaries):
+        if len(paths) > 1:
+            click.echo(f"-- {path}")
         for key, value in summary.items():
             click.echo(f"{key:>16}  {value}")

@@ -34,7 +34,8 @@ A store is built in a temporary sibling directory and renamed into place only af
 and readers refuse a directory without the ``format_version`` attribute.
 """
 
-from musicid.store.dataset import WindowDataset
+from typing import Any
+
 from musicid.store.group import StoreError, StoreNotFoundError, open_store
 from musicid.store.reader import read_targets, read_windows, store_summary
 from musicid.store.writer import FORMAT_VERSION, ShardWriter, row_layout
@@ -51,3 +52,12 @@ __all__ = [
     "row_layout",
     "store_summary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """WindowDataset on first use: it imports torch (~2 s), which `musicid store info` never needs."""
+    if name == "WindowDataset":
+        from musicid.store.dataset import WindowDataset
+
+        return WindowDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

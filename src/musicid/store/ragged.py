@@ -148,6 +148,24 @@ class RaggedStore:
         everything = np.asarray(self.frames[:], dtype=np.float32)
         return [everything[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self))]
 
+    def load_items(self, indices: list[int]) -> list[np.ndarray]:
+        """Items `indices` (sorted ascending), reading each run of consecutive items in one slice.
+
+        Why: a works train store holds speed copies and training-only works that evaluation and
+        indexing skip; reading only what is used is most of those stages' I/O.
+        """
+        out: list[np.ndarray] = []
+        run: list[int] = []
+        for i in [*indices, None]:
+            if run and (i is None or i != run[-1] + 1):
+                block = np.asarray(self.frames[int(self.offsets[run[0]]) : int(self.offsets[run[-1] + 1])], dtype=np.float32)
+                base = int(self.offsets[run[0]])
+                out.extend(block[int(self.offsets[j]) - base : int(self.offsets[j + 1]) - base] for j in run)
+                run = []
+            if i is not None:
+                run.append(i)
+        return out
+
     def summary(self) -> dict[str, Any]:
         files = [p for p in self.path.rglob("*") if p.is_file()]
         return {"items": len(self), "frames": int(self.offsets[-1]), "width": self.attrs["width"],

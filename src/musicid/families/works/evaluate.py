@@ -45,18 +45,15 @@ class Performances:
     frames: list[np.ndarray]
 
     @classmethod
-    def from_stores(cls, stores: list[RaggedStore]) -> "Performances":
+    def from_stores(cls, stores: list[RaggedStore], skip_roles: tuple[str, ...] = ()) -> "Performances":
         out = cls([], [], [], [])
         for store in stores:
-            speeds = store.column("speed")
-            items = store.load_all()
-            for i in range(len(store)):
-                if speeds[i] != 1.0:
-                    continue
-                out.track_ids.append(store.column("track_id")[i])
-                out.work_ids.append(store.column("work_id")[i])
-                out.roles.append(store.column("role")[i])
-                out.frames.append(items[i])
+            speeds, tracks, works, roles = (store.column(c) for c in ("speed", "track_id", "work_id", "role"))
+            kept = [i for i in range(len(store)) if speeds[i] == 1.0 and roles[i] not in skip_roles]
+            out.track_ids += [tracks[i] for i in kept]
+            out.work_ids += [works[i] for i in kept]
+            out.roles += [roles[i] for i in kept]
+            out.frames += store.load_items(kept)
         return out
 
     def without_roles(self, roles: tuple[str, ...]) -> "Performances":

@@ -66,10 +66,13 @@ def train(params: Params, workers: int | None = None) -> None:
 
 
 def _performances() -> Any:
+    """The catalog's whole performances; the training-only synthetic works are never read."""
     from musicid.families.works.evaluate import Performances
+    from musicid.families.works.features import SYNTHETIC_ROLE
     from musicid.store.ragged import RaggedStore
 
-    return Performances.from_stores([RaggedStore(SHARDS / f"{name}.zarr") for name in ("train", "val", "test")])
+    return Performances.from_stores([RaggedStore(SHARDS / f"{name}.zarr") for name in ("train", "val", "test")],
+                                    skip_roles=(SYNTHETIC_ROLE,))
 
 
 def index(params: Params, workers: int | None = None) -> None:
@@ -78,16 +81,13 @@ def index(params: Params, workers: int | None = None) -> None:
     from musicid.families.works.index import write_works_index
     from musicid.families.works.io import load_model
 
-    from musicid.families.works.features import SYNTHETIC_ROLE
-
     loaded = load_model(MODEL, params.works.index.device)
     perf = _performances()
     catalog = {t["track_id"]: t for t in read_json(CATALOG)["tracks"]}
-    kept = [i for i, role in enumerate(perf.roles) if role != SYNTHETIC_ROLE]  # the catalog's performances only
-    vectors = embed_frames(loaded.model, [perf.frames[i] for i in kept], loaded.device, loaded.spec.min_frames)
-    refs = [{"ref": perf.track_ids[i], "work_id": perf.work_ids[i], "content_hash": catalog[perf.track_ids[i]]["content_hash"],
-             "duration_s": catalog[perf.track_ids[i]]["duration_s"]} for i in kept]
-    chroma = [fold_chroma(perf.frames[i], loaded.features.bins_per_octave) for i in kept]
+    vectors = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
+    refs = [{"ref": track, "work_id": work, "content_hash": catalog[track]["content_hash"],
+             "duration_s": catalog[track]["duration_s"]} for track, work in zip(perf.track_ids, perf.work_ids)]
+    chroma = [fold_chroma(frames, loaded.features.bins_per_octave) for frames in perf.frames]
     meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index, chroma)
     print(f"works-index: {meta['n_refs']} performances of {meta['works']} works ({meta['kind']}) → {INDEX}")
 
@@ -100,7 +100,7 @@ def evaluate(params: Params, workers: int | None = None) -> None:
 
     cfg = params.works
     loaded = load_model(MODEL, cfg.index.device)
-    perf = _performances().without_roles(("train_synthetic",))
+    perf = _performances()
     embeddings = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
     identifier = WorkIdentifier(loaded, INDEX, cfg.identify)
     latency = []  # a query as served: decode + resample + CQT + embed + search, on the test performances

@@ -184,8 +184,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = train_works(root / "shards", MODEL, TRAIN, WorksEvaluateConfig(), root / "model", root / "report",
                          root / "ckpt", progress=False)
     loaded = load_model(root / "model", "cpu")
-    perf = Performances.from_stores([RaggedStore(root / "shards" / f"{s}.zarr") for s in ("train", "val", "test")])
-    perf = perf.without_roles(("train_synthetic",))
+    perf = Performances.from_stores([RaggedStore(root / "shards" / f"{s}.zarr") for s in ("train", "val", "test")],
+                                    skip_roles=("train_synthetic",))
     vectors = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
     hashes = {t["track_id"]: t["content_hash"] for t in tracks}
     write_works_index(root / "index", vectors, [{"ref": t, "work_id": w, "content_hash": hashes[t], "duration_s": 6.0}

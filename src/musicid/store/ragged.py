@@ -145,25 +145,20 @@ class RaggedStore:
 
     def load_all(self) -> list[np.ndarray]:
         """Every item, reading the frames array once (small stores: the default synthetic ones)."""
-        everything = np.asarray(self.frames[:], dtype=np.float32)
-        return [everything[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self))]
+        return self.load_items(list(range(len(self))))
 
     def load_items(self, indices: list[int]) -> list[np.ndarray]:
-        """Items `indices` (sorted ascending), reading each run of consecutive items in one slice.
+        """Items `indices` in the order given, reading each run of consecutive items in one slice.
 
         Why: a works train store holds speed copies and training-only works that evaluation and
         indexing skip; reading only what is used is most of those stages' I/O.
         """
         out: list[np.ndarray] = []
-        run: list[int] = []
-        for i in [*indices, None]:
-            if run and (i is None or i != run[-1] + 1):
-                block = np.asarray(self.frames[int(self.offsets[run[0]]) : int(self.offsets[run[-1] + 1])], dtype=np.float32)
-                base = int(self.offsets[run[0]])
-                out.extend(block[int(self.offsets[j]) - base : int(self.offsets[j + 1]) - base] for j in run)
-                run = []
-            if i is not None:
-                run.append(i)
+        runs = np.split(np.asarray(indices, dtype=np.int64), np.flatnonzero(np.diff(indices) != 1) + 1) if indices else []
+        for run in runs:
+            base = int(self.offsets[run[0]])
+            block = np.asarray(self.frames[base : int(self.offsets[run[-1] + 1])], dtype=np.float32)
+            out.extend(block[int(self.offsets[j]) - base : int(self.offsets[j + 1]) - base] for j in run)
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -17,10 +17,8 @@ from urllib.parse import unquote
 
 import yaml
 
-from musicid.config import TrackingConfig
+from musicid.config import YAML_LOADER, TrackingConfig
 from musicid.errors import MusicidError
-
-FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: dvc.lock parses 10× faster
 
 TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -134,7 +132,7 @@ def data_version(family: str, lock: Path = Path("dvc.lock"), output: str | None 
     """
     output = output or f"data/shards/{family}"
     try:
-        stages = (yaml.load(lock.read_text(), Loader=FAST_LOADER) or {}).get("stages", {})
+        stages = (yaml.load(lock.read_text(), Loader=YAML_LOADER) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
         return ""
     inside = {}

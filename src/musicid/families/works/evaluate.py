@@ -56,11 +56,6 @@ class Performances:
             out.frames += store.load_items(kept)
         return out
 
-    def without_roles(self, roles: tuple[str, ...]) -> "Performances":
-        keep = [i for i, role in enumerate(self.roles) if role not in roles]
-        return Performances([self.track_ids[i] for i in keep], [self.work_ids[i] for i in keep],
-                            [self.roles[i] for i in keep], [self.frames[i] for i in keep])
-
     def select(self, roles: tuple[str, ...]) -> np.ndarray:
         return np.array([i for i, role in enumerate(self.roles) if role in roles], dtype=np.int64)
 

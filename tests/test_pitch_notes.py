@@ -143,6 +143,30 @@ def test_note_networks_keep_one_output_per_frame_and_key_and_see_only_their_cont
     assert torch.allclose(y[:, :8], y2[:, :8], atol=1e-5) and not torch.allclose(y[:, 28:], y2[:, 28:])
 
 
+@pytest.mark.parametrize("context_frames, bidirectional", [(5, True), (6, True), (1, True), (4, False)])
+def test_centre_lstm_equals_running_the_lstm_over_every_unfolded_window(context_frames: int, bidirectional: bool) -> None:
+    """The shortcut (each direction runs only the steps that reach the centre) must give what the
+    plain definition gives: every frame's zero-padded window through `nn.LSTM`, read at its centre."""
+    import torch
+
+    from musicid.families.pitch.notenet import NoteNet, NoteNetSpec
+
+    torch.manual_seed(0)
+    spec = NoteNetSpec(kind="onset", channels=[4, 4, 4], lstm_hidden=5, context_frames=context_frames,
+                       bidirectional=bidirectional)
+    net = NoteNet(spec)
+    seq = torch.randn(6, 20, 4, requires_grad=True)
+    k = context_frames
+    padded = torch.nn.functional.pad(seq, (0, 0, k // 2, k - 1 - k // 2))
+    windows = padded.unfold(1, k, 1).permute(0, 1, 3, 2).reshape(6 * 20, k, 4)
+    reference = net.lstm(windows)[0][:, k // 2].reshape(6, 20, -1)
+    fast = net.centre_lstm(seq)
+    assert fast.shape == reference.shape and torch.allclose(fast, reference, atol=1e-6)
+    (g_ref,) = torch.autograd.grad(reference.sum(), net.lstm.weight_ih_l0)
+    (g_fast,) = torch.autograd.grad(fast.sum(), net.lstm.weight_ih_l0)
+    assert torch.allclose(g_fast, g_ref, atol=1e-5)
+
+
 def test_bad_transcription_params_name_the_key() -> None:
     with pytest.raises(ConfigError, match="pitch_transcribe.onset_threshold"):
         parse_params({"pitch_transcribe": {"onset_threshold": 1.5}})

@@ -12,7 +12,8 @@ Both share one shape (the team tunes them apart: each has its own `pos_weight`, 
    everything is shift-equivariant in pitch, so every key learns from every note;
 4. each key's bin → a (Bi)LSTM over `context_frames` frames centred on each frame, per key
    (its context, not the whole window, so windows stitch without seams) → a linear output layer
-   ("fc") with one logit per key and frame.
+   ("fc") with one logit per key and frame. `NoteNet.centre_lstm` computes only the steps that
+   reach each window's centre.
 """
 
 from __future__ import annotations
@@ -119,13 +120,41 @@ class NoteNet(nn.Module):
         feats = self.convs(self.stack(self.spectrogram(x)))  # (B, C, T, F)
         keys = feats[..., : self.spec.n_pitches]  # (B, C, T, P): after pooling, bin k is key k
         b, c, t, p = keys.shape
-        k = self.spec.context_frames
         seq = keys.permute(0, 3, 2, 1).reshape(b * p, t, c)  # per key, along time
-        padded = nn.functional.pad(seq, (0, 0, k // 2, k - 1 - k // 2))  # zeros beyond the window's edges
-        context = padded.unfold(1, k, 1).permute(0, 1, 3, 2).reshape(b * p * t, k, c)
-        out, _ = self.lstm(context)
-        logits = self.fc(out[:, k // 2]).reshape(b, p, t)
+        logits = self.fc(self.centre_lstm(seq)).reshape(b, p, t)
         return logits.transpose(1, 2)
+
+    def centre_lstm(self, seq: torch.Tensor) -> torch.Tensor:
+        """(N, T, C) → (N, T, hidden · directions): `self.lstm` run over the `context_frames` window
+        centred on each frame (zeros beyond the edges), read at the centre.
+
+        The same numbers as unfolding every window and running `self.lstm` on it (within float
+        rounding; tests/test_pitch_notes.py checks it), at about half the cost: each frame's input
+        projection is made once rather than once per window, and each direction runs only the steps
+        that reach the centre (frames t − k//2 … t forward, t + (k − 1 − k//2) … t backward)."""
+        n, t, _ = seq.shape
+        k = self.spec.context_frames
+        left, right = k // 2, k - 1 - k // 2
+        directions = [("", range(0, left + 1))]
+        if self.lstm.bidirectional:
+            directions.append(("_reverse", range(left + right, left - 1, -1)))
+        outs = []
+        for suffix, offsets in directions:
+            w_hh = getattr(self.lstm, "weight_hh_l0" + suffix)
+            bias = getattr(self.lstm, "bias_ih_l0" + suffix) + getattr(self.lstm, "bias_hh_l0" + suffix)
+            proj = seq @ getattr(self.lstm, "weight_ih_l0" + suffix).T  # (N, T, 4H), no bias: padding stays 0
+            proj = nn.functional.pad(proj, (0, 0, left, right))
+            h = cell = None
+            for offset in offsets:  # window position → frame t − left + offset, for every t at once
+                gates = proj[:, offset : offset + t] + bias
+                if h is not None:
+                    gates = gates + h @ w_hh.T
+                i, f, g, o = gates.chunk(4, dim=-1)  # PyTorch's gate order
+                i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+                cell = i * g if cell is None else f * cell + i * g
+                h = o * torch.tanh(cell)
+            outs.append(h)
+        return torch.cat(outs, dim=-1)
 
     def l2_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(Σ w² of the convolutions, Σ w² of the output layer): the `conv_l2` and `fc_l2` penalties."""

@@ -346,3 +346,19 @@ def test_finetune_starts_from_a_model_and_trains_on_a_folder(bundle: dict, tmp_p
     assert tuned.info["init_model"] == str(root / "model") and summary["performances"] == 15
     # the backbone started from the init model: its spec is kept (the classifier is new: the folder's works)
     assert tuned.spec.embedding_dim == bundle["loaded"].spec.embedding_dim and tuned.spec.n_classes != 0
+
+
+@pytest.mark.parametrize("rates", [(44100, 16000), (22050, 16000), (16000 * 0.9, 16000), (16000 * 1.1, 16000)])
+def test_resampling_and_speed_copies_equal_librosa_soxr_hq(rates: tuple[float, int]) -> None:
+    """soxr is called directly (librosa's import costs seconds per process): same samples, same length."""
+    import librosa
+
+    from musicid.audio import to_model_rate
+    from musicid.families.works.features import speed_change
+
+    source, target = rates
+    signal = np.random.default_rng(0).standard_normal(24_007).astype(np.float32)
+    expected = librosa.resample(signal, orig_sr=source, target_sr=target, res_type="soxr_hq").astype(np.float32)
+    assert np.array_equal(to_model_rate(signal, source, target), expected)
+    if source < target * 1.2:  # a speed copy: the signal played source / target times faster
+        assert np.array_equal(speed_change(signal, target, source / target), expected)

@@ -18,8 +18,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def to_model_rate(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
-    """Mono float32 at `target_rate`, ceil(n × target / source) samples long (zero-padded or cut)."""
+def to_model_rate(samples: np.ndarray, sample_rate: float, target_rate: int) -> np.ndarray:
+    """Mono float32 at `target_rate` (a fractional `sample_rate` plays the signal faster or slower), ceil(n × target / source) samples long (zero-padded or cut)."""
     mono = to_mono(samples)
     if sample_rate == target_rate:
         return mono

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import multiprocessing
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,9 +44,7 @@ def speed_change(signal: np.ndarray, sample_rate: int, speed: float) -> np.ndarr
     """The signal played `speed` times faster (pitch follows), at the same sample rate."""
     if speed == 1.0:
         return signal
-    import librosa
-
-    return librosa.resample(signal, orig_sr=sample_rate * speed, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+    return to_model_rate(signal, sample_rate * speed, sample_rate)  # as librosa's soxr_hq resample, without its import
 
 
 class CQTExtractor:
@@ -66,44 +65,52 @@ class CQTExtractor:
         return self.cqt.frames(int(seconds * self.cfg.sample_rate))
 
 
-def _decode_job(args: tuple[str, WorksFeaturesConfig]) -> tuple[np.ndarray | None, str]:
-    path, cfg = args
+_EXTRACTORS: dict[str, CQTExtractor] = {}
+
+
+def _extractor(cfg: WorksFeaturesConfig) -> CQTExtractor:
+    """One CQTExtractor per process and config; a pool worker computes on one thread (the pool is the parallelism)."""
+    key = cfg.model_dump_json()
+    if key not in _EXTRACTORS:
+        if multiprocessing.parent_process() is not None:
+            torch.set_num_threads(1)
+        _EXTRACTORS[key] = CQTExtractor(cfg)
+    return _EXTRACTORS[key]
+
+
+def _performance_job(args: tuple[str, WorksFeaturesConfig, list[float]]) -> tuple[list[np.ndarray] | None, str]:
+    """Decode one performance → its CQT at each speed (stored dtype), or None and the reason it failed."""
+    path, cfg, speeds = args
     try:
-        return performance_signal(path, cfg), ""
+        signal = performance_signal(path, cfg)
     except DecodeError as exc:
         return None, f"{exc.reason}: {exc.detail}"
+    extract = _extractor(cfg)
+    return [extract(speed_change(signal, cfg.sample_rate, speed)).astype(cfg.dtype) for speed in speeds], ""
 
 
-def iter_signals(tracks: list[dict[str, Any]], audio_root: Path, cfg: WorksFeaturesConfig, workers: int,
-                 desc: str) -> Iterator[tuple[dict[str, Any], np.ndarray | None, str]]:
-    """(track, signal or None, error) in manifest order, decoding in worker processes."""
-    jobs = [(str(audio_root / t["path"]), cfg) for t in tracks]
-    with tqdm(total=len(jobs), desc=desc, unit="track") as bar:
-        if workers > 1 and len(jobs) > 1:
-            with process_pool(workers) as pool:
-                for track, (signal, error) in zip(tracks, pool.map(_decode_job, jobs)):
-                    bar.update()
-                    yield track, signal, error
-        else:
-            for track, job in zip(tracks, jobs):
-                signal, error = _decode_job(job)
-                bar.update()
-                yield track, signal, error
+def _map(job: Any, jobs: list[Any], workers: int, stack: contextlib.ExitStack) -> Iterator[Any]:
+    """job over jobs in order: in worker processes when there are several of both, else in this one."""
+    if workers > 1 and len(jobs) > 1:
+        return stack.enter_context(process_pool(workers)).map(job, jobs)
+    return map(job, jobs)
 
 
 def _items(tracks: list[dict[str, Any]], audio_root: Path, cfg: WorksFeaturesConfig, speeds: list[float],
            workers: int, desc: str, skipped: list[dict[str, Any]]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-    extract = CQTExtractor(cfg)
-    for track, signal, error in iter_signals(tracks, audio_root, cfg, workers, desc):
-        if signal is None:
-            skipped.append({"track_id": track["track_id"], "reason": error})
-            continue
-        for speed in speeds:
-            frames = extract(speed_change(signal, cfg.sample_rate, speed))
-            yield frames.astype(cfg.dtype), {
-                "track_id": track["track_id"], "work_id": track["work_id"], "role": track["role"],
-                "speed": float(speed), "content_hash": track["content_hash"],
-            }
+    """(CQT frames, columns) per performance and speed, in manifest order; undecodable ones go to `skipped`."""
+    jobs = [(str(audio_root / t["path"]), cfg, speeds) for t in tracks]
+    with contextlib.ExitStack() as stack:
+        results = _map(_performance_job, jobs, workers, stack)
+        for track, (copies, error) in tqdm(zip(tracks, results), total=len(jobs), desc=desc, unit="track"):
+            if copies is None:
+                skipped.append({"track_id": track["track_id"], "reason": error})
+                continue
+            for speed, frames in zip(speeds, copies):
+                yield frames, {
+                    "track_id": track["track_id"], "work_id": track["work_id"], "role": track["role"],
+                    "speed": float(speed), "content_hash": track["content_hash"],
+                }
 
 
 SYNTHETIC_ROLE = "train_synthetic"
@@ -111,6 +118,7 @@ SYNTHETIC_FIRST_WORK = 1_000_000  # generator work indices far above any archive
 
 
 def _synthetic_job(args: tuple[int, int, WorksFeaturesConfig]) -> tuple[int, int, np.ndarray]:
+    """Render one extra work's version → its CQT (stored dtype)."""
     from musicid.config import SynthConfig
     from musicid.data.synth import render_track
 
@@ -118,22 +126,18 @@ def _synthetic_job(args: tuple[int, int, WorksFeaturesConfig]) -> tuple[int, int
     lo, hi = cfg.extra_synthetic_duration_s
     synth = SynthConfig(seed=cfg.extra_synthetic_seed, min_duration_s=lo, max_duration_s=hi)
     audio, rate, _ = render_track(work, version, synth)
-    return work, version, to_model_rate(audio, rate, cfg.sample_rate)
+    return work, version, _extractor(cfg)(to_model_rate(audio, rate, cfg.sample_rate)).astype(cfg.dtype)
 
 
 def synthetic_items(cfg: WorksFeaturesConfig, workers: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Training-only works rendered by the embedded generator: role train_synthetic, never indexed or scored."""
-    extract = CQTExtractor(cfg)
     jobs = [(SYNTHETIC_FIRST_WORK + w, v, cfg) for w in range(cfg.extra_synthetic_works)
             for v in range(cfg.extra_synthetic_versions)]
     with contextlib.ExitStack() as stack:
-        if workers > 1:
-            results = stack.enter_context(process_pool(workers)).map(_synthetic_job, jobs, chunksize=4)
-        else:
-            results = map(_synthetic_job, jobs)
-        for work, version, signal in tqdm(results, total=len(jobs), desc="works-features: extra synthetic works",
+        results = _map(_synthetic_job, jobs, workers, stack)
+        for work, version, frames in tqdm(results, total=len(jobs), desc="works-features: extra synthetic works",
                                           unit="track"):
-            yield extract(signal).astype(cfg.dtype), {
+            yield frames, {
                 "track_id": f"synthetic-{work}-v{version}", "work_id": f"synthetic-{work}", "role": SYNTHETIC_ROLE,
                 "speed": 1.0, "content_hash": f"synthetic:{cfg.extra_synthetic_seed}:{work}:{version}",
             }

@@ -339,3 +339,27 @@ def test_promote_and_compare_all_go_through_every_registered_model(mlflow_db: Pa
     assert [t["name"] for t in tables] == ["musicid-fingerprinter", "musicid-work-identifier", "musicid-pitch",
                                            "musicid-transcriber"]
     assert tables[0]["versions"][0]["main_top1_3s"] == GOOD["main_top1_3s"] and tables[1]["versions"] == []
+
+
+def test_console_command_exits_fast_but_still_runs_exit_hooks_and_keeps_its_status(tmp_path: Path) -> None:
+    """`musicid` (musicid.cli.run) skips the interpreter's teardown, not what a normal exit guarantees:
+    thread pools shut down (MLflow keeps one), atexit hooks run (MLflow's flush), piped output flushed."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, concurrent.futures, pathlib, sys\n"
+        "from musicid.cli import run\n"
+        "pool = concurrent.futures.ThreadPoolExecutor(1); pool.submit(lambda: None)\n"
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('ran'))\n"
+        "sys.argv = ['musicid'] + sys.argv[1:]\n"
+        "run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "musicid, version" in done.stdout and marker.read_text() == "ran"
+    (tmp_path / "not-a-store").mkdir()
+    failed = subprocess.run([sys.executable, "-c", code, "store", "info", str(tmp_path / "not-a-store")],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.strip().startswith("error:"), failed.stderr
+    assert "not a Zarr v3 store" in failed.stderr

@@ -101,6 +101,12 @@ def test_ragged_store_round_trip(tmp_path: Path) -> None:
     assert store.load_items([]) == []
     shown = CliRunner().invoke(main, ["store", "info", str(tmp_path / "s.zarr"), str(tmp_path / "s.zarr"), "--json"])
     assert shown.exit_code == 0 and [s["items"] for s in json.loads(shown.output)] == [3, 3]
+    # a prime frame count (one shard) still gets ~chunk_mb chunks, not a tiny divisor of the count
+    prime = [(np.random.rand(n, 8).astype(np.float16), {"id": str(n)}) for n in (4001, 2006)]
+    meta = write_ragged_store(tmp_path / "p.zarr", prime, 8, dtype="float16", chunk_mb=0.01, shard_mb=64)
+    assert meta["frames"] == 6007 and meta["rows_per_chunk"] == int(0.01 * (1 << 20)) // 16
+    assert meta["rows_per_shard"] % meta["rows_per_chunk"] == 0 and meta["rows_per_shard"] >= 6007
+    assert all(np.array_equal(a, b.astype(np.float32)) for a, (b, _) in zip(RaggedStore(tmp_path / "p.zarr").load_all(), prime))
     with pytest.raises(Exception, match="expected"):
         write_ragged_store(tmp_path / "bad.zarr", [(np.zeros((3, 4)), {})], 8)
     assert not (tmp_path / "bad.zarr").exists()

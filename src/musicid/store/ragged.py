@@ -28,7 +28,7 @@ import zarr
 
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir
-from musicid.store.writer import make_compressors, target_chunk_rows
+from musicid.store.writer import make_compressors
 
 RAGGED_FORMAT_VERSION = 1
 MIB = 1 << 20
@@ -66,10 +66,12 @@ def write_ragged_store(
                 for key, value in cols.items():
                     columns.setdefault(key, []).append(value)
         total = int(sum(lengths))
-        rows_per_shard = max(1, int(shard_mb * MIB // max(1, row_bytes)))
-        rows_per_shard = min(rows_per_shard, max(1, total))
-        rows_per_chunk = target_chunk_rows(row_bytes, rows_per_shard, chunk_mb)
-        rows_per_shard = max(rows_per_chunk, rows_per_shard // rows_per_chunk * rows_per_chunk)
+        rows_per_shard = min(max(1, int(shard_mb * MIB // max(1, row_bytes))), max(1, total))
+        # ~chunk_mb per chunk whatever the total (a divisor of an arbitrary frame count can be tiny:
+        # 41 332 = 4 × 10 333 made 4-row chunks, a 3.5 s read of 16 MB); the shard holds whole chunks
+        # and the last one may reach past the array's end, which zarr allows
+        rows_per_chunk = min(max(1, int(chunk_mb * MIB // max(1, row_bytes))), rows_per_shard)
+        rows_per_shard = math.ceil(rows_per_shard / rows_per_chunk) * rows_per_chunk
         group = zarr.open_group(staging / "store", mode="w", zarr_format=3)
         array = group.create_array(
             "frames", shape=(total, width), dtype=dtype, chunks=(rows_per_chunk, width),

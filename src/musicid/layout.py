@@ -18,6 +18,7 @@ CATALOG = INGESTED / "catalog.json"
 INGEST_REPORT = Path("reports/ingest")
 MANIFESTS = Path("data/manifests")
 STATE = Path(".musicid")  # untracked working state (resumable checkpoints)
+STAGING_ROOTS = (Path("data"), Path("models"), Path("reports"))  # where stages write: swept for dead runs' staging
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,70 @@
-"""Worker processes for decoding, safe in any parent.
+"""Worker processes for decoding, safe in any parent, and ending with it.
 
 Forked workers hang when the parent has already run OpenMP (faiss, torch), as the in-process
 `smoke`/`bench` chains do; spawned ones are safe but re-import torch and librosa for every pool.
 A forkserver with musicid preloaded is both: clean, and fast to start after the first pool.
+
+Neither multiprocessing nor concurrent.futures ends a pool when its owner is killed (SIGKILL, the
+OOM killer, a CI time limit): the forkserver, its workers and the resource tracker live on as
+orphans. So every musicid pool's workers end with the process that owns the pool, however it
+ends: on Linux the kernel kills them (PR_SET_PDEATHSIG) when their parent goes (the forkserver,
+which itself dies with the owner, or the owner for spawned workers), and everywhere a watchdog
+thread ends a worker once its owner's sentinel pipe closes. The resource tracker then sees its
+pipe close and exits too.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
-PRELOAD = ["musicid.data.ingest", "musicid.store.build"]
+PRELOAD = ["musicid.forkserver_guard", "musicid.data.ingest", "musicid.store.build"]
+OWNER_ENV = "MUSICID_POOL_OWNER"  # pid of the process that owns the pool (read by the forkserver guard)
+_PR_SET_PDEATHSIG = 1
+
+
+def kill_me_with_parent(expected_parent: int | None = None) -> None:
+    """Ask the kernel for SIGKILL when this process's parent ends (Linux; elsewhere a no-op).
+
+    `expected_parent`: if the parent is already gone (it died before this ran), exit now.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os._exit(1)
+
+
+def _end_with_owner(owner: int) -> None:
+    """Pool worker initializer: die with the parent (kernel) and when the owner's sentinel closes (watchdog)."""
+    kill_me_with_parent()
+    parent = multiprocessing.parent_process()  # the owner, for spawn and forkserver workers alike
+    if parent is None or parent.pid != owner:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the owner's end of the sentinel pipe closes: it ended, however
+        os._exit(1)
+
+    threading.Thread(target=watch, name="musicid-owner-watch", daemon=True).start()
+
+
+def worker_pool(workers: int, context: Any) -> ProcessPoolExecutor:
+    """A ProcessPoolExecutor on `context` whose workers end with this process."""
+    os.environ[OWNER_ENV] = str(os.getpid())  # inherited by a forkserver started now
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_owner,
+                               initargs=(os.getpid(),))
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return worker_pool(workers, context)

@@ -19,8 +19,11 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
     def command(params_path: str, workers: int | None) -> None:
         began = time.monotonic()  # the stage with its imports: what a long `dvc repro` log is read for
         from musicid.config import load_params
+        from musicid.fsutil import sweep_stale_staging_under
+        from musicid.layout import STAGING_ROOTS
 
         _log_to_stderr()
+        sweep_stale_staging_under(*STAGING_ROOTS)
         run(load_params(params_path), workers=workers)
         click.echo(f"{name}: finished in {time.monotonic() - began:.1f} s")
 

@@ -9,7 +9,7 @@ import os
 import tarfile
 import zlib
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +21,7 @@ from musicid.data.synth.compose import METADATA_COLUMNS, compose_work, work_rng
 from musicid.data.synth.encode import encode_audio
 from musicid.data.synth.render import render_track, track_format
 from musicid.fsutil import atomic_file
+from musicid.parallel import worker_pool
 
 # ----------------------------------------------------------------------------------------------
 # Archive
@@ -56,7 +57,7 @@ def _run_jobs(
     if workers <= 1:
         yield from map(_track_job, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers, get_context("spawn")) as pool:
         pending: deque[Future[tuple[dict[str, Any], bytes]]] = deque()
         queue = iter(jobs)
         for job in queue:

@@ -52,16 +52,17 @@ demo: install
 	print('== performance for works identify:', w['track_id'], 'of work', w['work_id'], '(a work the model never trained on) ==')" && \
 	echo && echo "== model registry (MLflow, mlflow.db): promote each family's candidate through its release gates ==" && \
 	musicid registry promote candidate --alias champion --all && \
-	musicid registry compare --all && \
-	echo && musicid identify reports/demo-clip.wav --top 3 && \
-	echo && musicid works identify "$$(cat reports/demo-performance.txt)" --top 3 && \
-	echo && echo "== pitches of the same clip, every 0.5 s (musicid-pitch @champion) ==" && \
-	musicid pitch predict reports/demo-clip.wav --hop 22050 && \
-	echo && echo "== notes of a chorale test piece (musicid-transcriber @champion) → reports/pitch/demo-notes/ ==" && \
-	musicid transcribe "data/labelled/pitch/chorales/audio/$$(awk -F, '$$3 == "test" {print $$1; exit}' data/labelled/pitch/chorales/tracks.csv).flac" \
-		--out reports/pitch/demo-notes && \
-	echo && echo "== transcription records (MLflow; dvc exp run -S pitch_onset.pos_weight=2 adds a row) ==" && \
-	musicid pitch records && \
+	scripts/together.sh \
+		"musicid registry compare --all" \
+		"echo; musicid identify reports/demo-clip.wav --top 3" \
+		"echo; musicid works identify '$$(cat reports/demo-performance.txt)' --top 3" \
+		"echo; echo '== pitches of the same clip, every 0.5 s (musicid-pitch @champion) =='; \
+		 musicid pitch predict reports/demo-clip.wav --hop 22050" \
+		"echo; echo '== notes of a chorale test piece (musicid-transcriber @champion) → reports/pitch/demo-notes/ =='; \
+		 musicid transcribe data/labelled/pitch/chorales/audio/$$(awk -F, '$$3 == "test" {print $$1; exit}' data/labelled/pitch/chorales/tracks.csv).flac \
+			--out reports/pitch/demo-notes" \
+		"echo; echo '== transcription records (MLflow; dvc exp run -S pitch_onset.pos_weight=2 adds a row) =='; \
+		 musicid pitch records" && \
 	echo && echo "Results: data/ (archive, catalog, manifests, splits, shards, indexes), models/{fingerprint,works}/," && \
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."

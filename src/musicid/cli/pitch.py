@@ -64,7 +64,7 @@ def pitch_predict(audio: tuple[str, ...], model: str | None, hop: int | None, th
 @click.argument("path", default="reports/pitch/eval/metrics.json", type=click.Path(exists=True, dir_okay=False))
 def pitch_metrics(path: str) -> None:
     """Print a pitch evaluation report: polyphonic P/R/F1, single-note cents by band, phase probes."""
-    from musicid.families.pitch.evaluate import format_table
+    from musicid.families.pitch.metrics import format_table
     from musicid.fsutil import read_json
 
     click.echo(format_table(read_json(path)))

@@ -13,9 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir, read_json, write_json
@@ -23,6 +21,9 @@ from musicid.fsutil import atomic_dir, read_json, write_json
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
 DEFAULT_FAMILY = "fingerprint"  # folders written before families existed
+
+if TYPE_CHECKING:  # torch is imported where weights are touched: registry commands read configs only
+    import torch
 
 
 class ModelError(MusicidError):
@@ -41,6 +42,8 @@ def weights_signature(spec: dict[str, Any], state: Mapping[str, torch.Tensor]) -
 def save_model(model: torch.nn.Module, spec: dict[str, Any], family: str, out_dir: str | Path,
                info: dict[str, Any] | None = None) -> str:
     """Write weights + config atomically; return the signature."""
+    import torch
+
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     signature = weights_signature(spec, state)
     with atomic_dir(out_dir) as staging:
@@ -77,6 +80,8 @@ class ModelFolder:
 
 def load_weights(model_dir: str | Path, model: torch.nn.Module, spec: dict[str, Any]) -> str:
     """Load model.pt into `model` and check it against config.json's signature; return it."""
+    import torch
+
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     try:

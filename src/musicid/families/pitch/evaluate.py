@@ -160,25 +160,3 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
         out[f"probe_{row['hz']:g}hz_{row['offset']}_std_cents"] = row["std_cents"]
     out |= {"latency_p50_ms": summary["latency_ms"]["p50"], "latency_p95_ms": summary["latency_ms"]["p95"]}
     return out
-
-
-def format_table(summary: dict[str, Any]) -> str:
-    lines = []
-    if "polyphonic" in summary:
-        m, b = summary["polyphonic"]["multipitch"], summary["polyphonic"]["bin_level"]
-        lines.append(f"polyphonic test ({summary['polyphonic']['windows']} windows, peaks ≥ {summary['threshold']:.2f}, ±{summary['tolerance_cents']:g} c): "
-                     f"P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}; exact bins F1 {b['f1']:.3f}")
-    if "sanity" in summary:
-        s = summary["sanity"]["summary"]
-        lines.append(f"single notes ({s['notes']}): median |error| {s['median_abs_cents']:.2f} c, "
-                     f"within 50 c {s['within_50c']:.3f}, within 10 c {s['within_10c']:.3f}")
-        for row in summary["sanity"]["by_band"]:
-            if row.get("notes"):
-                lines.append(f"  {row['band_hz']:>10} Hz: {row['notes']:>5} notes, median {row['median_abs_cents']:7.2f} c, "
-                             f"within 50 c {row['within_50c']:.3f}")
-    for row in summary.get("probes", []):
-        lines.append(f"probe {row['hz']:g} Hz @ {row['offset']}: {row['mean_cents']:+.1f} ± {row['std_cents']:.1f} c "
-                     f"(median |e| {row['median_abs_cents']:.1f}, within 50 c {row['within_50c']:.2f})")
-    lat = summary["latency_ms"]
-    lines.append(f"latency p50 {lat['p50']:.1f} ms / p95 {lat['p95']:.1f} ms per window; {lat['windows_per_s']:.0f} windows/s batched")
-    return "\n".join(lines)

@@ -256,7 +256,8 @@ def train(params: Params, workers: int | None = None) -> None:
 
 
 def evaluate(params: Params, workers: int | None = None) -> None:
-    from musicid.families.pitch.evaluate import evaluate_model, flat_metrics, format_table
+    from musicid.families.pitch.evaluate import evaluate_model, flat_metrics
+    from musicid.families.pitch.metrics import format_table
     from musicid.families.pitch.io import load_model
     from musicid.tracking import stage_run
 

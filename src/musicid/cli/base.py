@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -103,38 +104,53 @@ def load_params_or_defaults(params_path: str) -> Any:
     return load_params(params_path) if Path(params_path).exists() else Params()
 
 
-def default_model_uri(params_path: str, family: str = "fingerprint") -> tuple[str, str]:
-    """(champion URI, candidate alias) of a family's registered model named in params.yaml."""
-    cfg = load_params_or_defaults(params_path).family(family).registry
-    return f"models:/{cfg.model_name}@{cfg.champion_alias}", cfg.candidate_alias
+@dataclass
+class ResolvedModel:
+    """What a command answers with: the model folder, what was registered with it, and how to name it."""
+
+    model_dir: Path
+    index_dir: Path | None  # the bundled index, when the registered model carries one
+    description: str
+    settings: dict[str, Any] = field(default_factory=dict)  # registered with it, e.g. a calibrated threshold
+    extra: dict[str, Path] = field(default_factory=dict)  # further folders of a bundle (a transcriber's frame network)
+
+
+@contextlib.contextmanager
+def resolved_bundle(value: str | None, params_path: str, family: str = "fingerprint",
+                    env: tuple[str, ...] = (MODEL_URI_ENV,), registry: Any = None) -> Iterator[ResolvedModel]:
+    """The model for --model / the first set variable of `env` / the registry's champion.
+
+    `registry`: one of the family's registered models (default its main one, `<family>.registry`).
+    A `models:/` URI is downloaded from the MLflow registry (bundled index, settings and extra
+    folders; removed again afterwards); anything else is a model folder. Only the default champion
+    falls back to the newest candidate.
+    """
+    cfg = registry or load_params_or_defaults(params_path).family(family).registry
+    champion = f"models:/{cfg.model_name}@{cfg.champion_alias}"
+    uri = value or next((os.environ[name] for name in env if os.environ.get(name)), None) or champion
+    if not uri.startswith("models:/"):
+        yield ResolvedModel(Path(uri), None, uri)
+        return
+    from musicid.tracking import fetch
+
+    fetched = fetch(uri, fallback_alias=cfg.candidate_alias if uri == champion and not value else None)
+    if fetched.warning:
+        click.echo(fetched.warning, err=True)
+    try:
+        version = fetched.version
+        yield ResolvedModel(fetched.model_dir, fetched.index_dir,
+                            f"{uri} (version {version.version}, signature {version.signature})",
+                            fetched.settings, dict(fetched.extra))
+    finally:
+        fetched.cleanup()
 
 
 @contextlib.contextmanager
 def resolved_model(value: str | None, params_path: str, family: str = "fingerprint",
                    env: tuple[str, ...] = (MODEL_URI_ENV,)) -> Iterator[tuple[Path, Path | None, str, dict[str, Any]]]:
-    """(model folder, bundled index or None, description, bundle settings) for --model /
-    $MUSICID_MODEL_URI / the champion.
-
-    A `models:/` URI is downloaded from the MLflow registry (with its bundled index and the
-    settings registered with it, e.g. a calibrated threshold); anything else is a model folder
-    (settings {}). Only the default champion falls back to the newest candidate.
-    """
-    champion, candidate = default_model_uri(params_path, family)
-    uri = value or next((os.environ[name] for name in env if os.environ.get(name)), None) or champion
-    if not uri.startswith("models:/"):
-        yield Path(uri), None, uri, {}
-        return
-    from musicid.tracking import fetch
-
-    fetched = fetch(uri, fallback_alias=candidate if uri == champion and not value else None)
-    if fetched.warning:
-        click.echo(fetched.warning, err=True)
-    try:
-        version = fetched.version
-        yield (fetched.model_dir, fetched.index_dir, f"{uri} (version {version.version}, signature {version.signature})",
-               fetched.settings)
-    finally:
-        fetched.cleanup()
+    """(model folder, bundled index or None, description, bundle settings) of `resolved_bundle`."""
+    with resolved_bundle(value, params_path, family, env) as got:
+        yield got.model_dir, got.index_dir, got.description, got.settings
 
 
 def _log_to_stderr() -> None:

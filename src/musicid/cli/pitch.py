@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from musicid.cli.base import MODEL_URI_ENV, PARAMS_OPTION, _log_to_stderr, answer_queries, load_params_or_defaults, main, resolved_model
+from musicid.cli.base import (
+    MODEL_URI_ENV, PARAMS_OPTION, _log_to_stderr, answer_queries, load_params_or_defaults, main, resolved_bundle, resolved_model,
+)
 
 PITCH_MODEL_ENV = "MUSICID_PITCH_MODEL_URI"
 ENVS = (PITCH_MODEL_ENV, MODEL_URI_ENV)
@@ -157,16 +160,18 @@ def transcribe(audio: tuple[str, ...], out_dir: str, model: str | None, onset_mo
 
 
 def _transcriber(model: str | None, onset_model: str | None, frame_model: str | None, params: Any, params_path: str):
-    """(Transcriber, registered post-processing, description): from two folders or the registry."""
+    """(Transcriber, registered post-processing, description): from two folders or the registry.
+
+    The default champion falls back to @candidate (as every family's does), then to the workspace's
+    two networks when nothing is registered yet."""
     import contextlib
-    import os
 
     from musicid.families.pitch.transcribe import load_transcriber
     from musicid.layout import family_layout
     from musicid.models.io import ModelError
-    from musicid.tracking import TrackingError, fetch
+    from musicid.tracking import TrackingError
 
-    workspace = [family_layout("pitch").network(kind) for kind in ("onset", "frame")]
+    workspace = [str(family_layout("pitch").network(kind)) for kind in ("onset", "frame")]
     window = params.pitch_notes.window_frames
     device = params.pitch_transcribe.device
 
@@ -178,33 +183,28 @@ def _transcriber(model: str | None, onset_model: str | None, frame_model: str | 
         if not (onset_model and frame_model):
             raise click.UsageError("--onset-model and --frame-model go together")
         return folders(onset_model, frame_model, f"{onset_model} + {frame_model}", {})
-    registry = params.pitch_transcribe.registry
-    champion = f"models:/{registry.model_name}@{registry.champion_alias}"
-    uri = model or os.environ.get(TRANSCRIBER_MODEL_ENV) or os.environ.get(MODEL_URI_ENV) or champion
-    default = uri == champion and not model  # only the default champion falls back (to @candidate, then the workspace)
+    chosen = model or os.environ.get(TRANSCRIBER_MODEL_ENV) or os.environ.get(MODEL_URI_ENV)
 
     @contextlib.contextmanager
     def registered():
-        try:
-            fetched = fetch(uri, fallback_alias=registry.candidate_alias if default else None)
-        except TrackingError as exc:
-            if not default or not all(Path(p, "config.json").is_file() for p in workspace):
-                raise
-            click.echo(f"warning: {exc}; using the workspace's networks", err=True)
-            with folders(*map(str, workspace), " + ".join(map(str, workspace)), {}) as got:
-                yield got
-            return
-        if fetched.warning:
-            click.echo(fetched.warning, err=True)
-        try:
-            if "frame" not in fetched.extra:
-                raise ModelError(f"{uri}: not a transcriber bundle (no frame network)")
-            v = fetched.version
-            with folders(str(fetched.model_dir), str(fetched.extra["frame"]),
-                         f"{uri} (version {v.version}, signature {v.signature})", fetched.settings.get("transcribe", {}),
-                         fetched.settings.get("window_frames")) as got:
-                yield got
-        finally:
-            fetched.cleanup()
+        with contextlib.ExitStack() as stack:
+            try:
+                got = stack.enter_context(resolved_bundle(model, params_path, "pitch", (TRANSCRIBER_MODEL_ENV, MODEL_URI_ENV),
+                                                          registry=params.pitch_transcribe.registry))
+            except TrackingError as exc:
+                if chosen or not all(Path(p, "config.json").is_file() for p in workspace):
+                    raise
+                click.echo(f"warning: {exc}; using the workspace's networks", err=True)
+                got = None
+            if got is None:
+                with folders(*workspace, " + ".join(workspace), {}) as answer:
+                    yield answer
+                return
+            if "frame" not in got.extra:
+                raise ModelError(f"{got.description}: not a transcriber bundle (no frame network); "
+                                 "give folders with --onset-model and --frame-model")
+            with folders(str(got.model_dir), str(got.extra["frame"]), got.description,
+                         got.settings.get("transcribe", {}), got.settings.get("window_frames")) as answer:
+                yield answer
 
     return registered()

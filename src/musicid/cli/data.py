@@ -47,6 +47,8 @@ def data_inspect(source_and_path: tuple[str, ...], query_duration: float, eval_r
     for label, count in durations["histogram"].items():
         if count:
             click.echo(f"    {label:>10}  {count:5d}  {'#' * min(60, count)}")
+    click.echo("  performances per work  " + ", ".join(f"{n}: {w} work{'s' * (w != 1)}"
+                                                   for n, w in report["performances_per_work"].items()))
     click.echo(f"  formats       {', '.join(f'{k} ×{v}' for k, v in report['formats'].items()) or '-'}")
     click.echo(f"  sample rates  {', '.join(f'{k} Hz ×{v}' for k, v in report['sample_rates'].items()) or '-'}")
     for reason, count in report["quarantine_reasons"].items():
@@ -58,6 +60,34 @@ def data_inspect(source_and_path: tuple[str, ...], query_duration: float, eval_r
     click.echo(f"  ready_for_smoke: {str(verdict['ready_for_smoke']).lower()}")
     for reason in verdict["reasons"]:
         click.echo(f"    - {reason}")
+
+
+@data.command("compare")
+@click.argument("dataset_a", type=click.Path(exists=True))
+@click.argument("dataset_b", type=click.Path(exists=True))
+@click.option("--fail-on-overlap", is_flag=True, help="Exit 1 when the two share any audio, id or work title.")
+@JSON_OPTION
+def data_compare(dataset_a: str, dataset_b: str, fail_on_overlap: bool, as_json: bool) -> None:
+    """Work and performance overlap between two datasets: by content hash, track id, work id, work title.
+
+    Each is an ingested folder (or its catalog.json), a manifest .jsonl or a folder of manifests.
+    """
+    from musicid.data.compare import compare_datasets, load_tracks
+
+    report = compare_datasets(load_tracks(dataset_a), load_tracks(dataset_b))
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(f"A {dataset_a}: {report['tracks']['a']} performances of {report['works']['a']} works")
+        click.echo(f"B {dataset_b}: {report['tracks']['b']} performances of {report['works']['b']} works")
+        for name, label in (("performances_by_content_hash", "same audio"), ("performances_by_track_id", "same track id"),
+                            ("works_by_work_id", "same work id"), ("works_by_title", "same work title")):
+            found = report[name]
+            click.echo(f"  {label:<15} {found['count']:5d}")
+            for example in found["examples"]:
+                click.echo(f"      {example['key'][:40]:<40}  A: {', '.join(example['a'][:3])}  B: {', '.join(example['b'][:3])}")
+    if fail_on_overlap and report["overlap"]:
+        raise SystemExit(1)
 
 
 @data.command("inspect-batch")

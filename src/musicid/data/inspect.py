@@ -83,9 +83,16 @@ def summarize(scan: ScanResult, query_duration_s: float, eval_ratio: float = 0.2
         "sample_rates": {str(k): v for k, v in Counter(t["sample_rate"] for t in scan.tracks).items()},
         "channels": {str(k): v for k, v in Counter(t["channels"] for t in scan.tracks).items()},
         "works": len({t.get("work_id", t["track_id"]) for t in scan.tracks}),
+        "performances_per_work": performances_per_work(scan.tracks),
         "readiness": readiness(durations, query_duration_s),
         "recommended": recommend(durations, query_duration_s, eval_ratio),
     }
+
+
+def performances_per_work(tracks: list[dict[str, Any]]) -> dict[str, int]:
+    """{performances: works with that many}, e.g. {"1": 3, "3": 40}: a works split needs works with ≥ 2."""
+    per_work = Counter(t.get("work_id", t["track_id"]) for t in tracks)
+    return {str(n): works for n, works in sorted(Counter(per_work.values()).items())}
 
 
 def load_ingested(path: str | Path) -> ScanResult:
@@ -110,6 +117,28 @@ def plot_durations(scan: ScanResult, out_png: str | Path) -> None:
     ax.set_xlabel("duration (s)")
     ax.set_ylabel("tracks")
     ax.set_title(f"{len(durations)} decodable tracks, {sum(durations) / 3600:.2f} h")
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def plot_performances_per_work(scan: ScanResult, out_png: str | Path) -> None:
+    """Bar chart of how many works have 1, 2, 3, ... performances, beside the durations histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    counts = performances_per_work(scan.tracks)
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    ax.bar([int(n) for n in counts], list(counts.values()), width=0.8, color="#d8843b", edgecolor="white")
+    most = max((int(n) for n in counts), default=1)
+    ax.set_xlim(0.5, most + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("performances per work")
+    ax.set_ylabel("works")
+    ax.set_title(f"{sum(counts.values())} works, {len(scan.tracks)} performances")
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

@@ -22,13 +22,14 @@ def synth(params: Params, workers: int | None = None) -> None:
 
 def ingest(params: Params, workers: int | None = None) -> None:
     from musicid.data.ingest import ingest as run_ingest
-    from musicid.data.inspect import plot_durations, summarize
+    from musicid.data.inspect import plot_durations, plot_performances_per_work, summarize
 
     scan = run_ingest(params.ingest.source, INGESTED, params.ingest, workers=workers)
     report = summarize(scan, params.ingest.query_duration_s)
     with atomic_dir(INGEST_REPORT) as staging:
         write_json(staging / "inspect.json", report)
         plot_durations(scan, staging / "durations.png")
+        plot_performances_per_work(scan, staging / "performances.png")
     print(
         f"ingest: {report['files']['decodable']} tracks ({report['total_hours']:.2f} h), "
         f"{report['files']['quarantined']} quarantined → {INGESTED}/quarantine.json"

@@ -58,23 +58,21 @@ def sweep_stale_staging(target: str | Path) -> int:
     Only staging of this target is touched; one whose owner (the pid in its name) still runs stays.
     """
     target = Path(target)
-    return _sweep(sorted(target.parent.glob(f".{target.name}.tmp-*")), lambda p: p.name[len(f".{target.name}.tmp-"):])
+    return _sweep(sorted(target.parent.glob(f".{target.name}.tmp-*")))
 
 
 def sweep_stale_staging_under(*roots: str | Path) -> int:
     """The same for every staging entry anywhere below `roots` (what a stage runs first: DVC may have
     restored the killed stage's outputs from its run cache, so that stage's own next write never comes)."""
-    found = []
-    for root in map(Path, roots):
-        if root.is_dir():
-            found += [p for p in root.rglob(".*.tmp-*") if ".tmp-" in p.name and not any(".tmp-" in a.name for a in p.parents)]
-    return _sweep(sorted(found), lambda p: p.name.rsplit(".tmp-", 1)[1])
+    found = [p for root in map(Path, roots) if root.is_dir() for p in root.rglob(".*.tmp-*")
+             if not any(".tmp-" in a.name for a in p.parents)]  # inside a stale folder: removed with it
+    return _sweep(sorted(found))
 
 
-def _sweep(candidates: list[Path], suffix_of: Any) -> int:
+def _sweep(candidates: list[Path]) -> int:
     freed = 0
     for stale in candidates:
-        owner = suffix_of(stale).split("-", 1)[0]
+        owner = stale.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]  # `.<name>.tmp-<pid>-…`; older names have none
         if owner.isdigit() and _running(int(owner)):
             continue
         size = _size(stale)

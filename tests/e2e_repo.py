@@ -27,6 +27,7 @@ TINY_PARAMS = {
                     "conformer_kernel": 7, "cqtnet_channels": [8, 16]},
     "works.train": {"epochs": 2, "steps_per_epoch": 2, "works_per_batch": 2, "per_work": 2, "chunk_frames": [50, 75],
                     "eval_every": 1, "device": "cpu"},
+    "works.prod": {"folds": 2, "epochs": 1, "final_epochs": 1},
     "works.index": {"device": "cpu"},
     "pitch.synth": {"n_bins": 256, "samples_per_bin": {"train": 2, "val": 1, "test": 1},
                     "polyphonic_windows": {"train": 96, "val": 32, "test": 32}, "shard_mb": 0.5, "chunk_mb": 0.1, "n_timbres": 8},
@@ -43,7 +44,7 @@ TINY_PARAMS = {
     "pitch_transcribe": {"device": "cpu"},
 }
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
-WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report"))
+WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report", "train-prod"))
 PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "onset-train", "frame-train",
                                              "transcribe-evaluate", "transcribe-report", "train", "evaluate", "report"))
 STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)

@@ -37,7 +37,7 @@ def test_repository_params_are_valid_and_complete() -> None:
         ({"fingerprint": {"shards": {"compressor": "blosc", "level": 12}}}, "level 12 is out of range for blosc (allowed 0-9)"),
         ({"fingerprint": {"shards": {"windw_s": 1}}},
          "unknown key fingerprint.shards.windw_s; allowed keys here: dtype, compressor, level"),
-        ({"shard": {}}, "unknown key shard; allowed keys here: synth, ingest, prepare, tracking, fingerprint, works"),
+        ({"shard": {}}, "unknown key shard; allowed keys here: synth, ingest, prepare, tracking, train, fingerprint, works"),
         ({"works": {"model": {"backbone": "lstm"}}}, "works.model.backbone: Input should be 'conformer' or 'cqtnet' (got 'lstm')"),
         ({"works": {"train": {"roll_method": "up"}}},
          "works.train.roll_method: Input should be 'default', 'low_melody' or 'flex_melody' (got 'up')"),

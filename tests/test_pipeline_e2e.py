@@ -219,7 +219,8 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     model_code = repo / "src/musicid/families/works/model.py"
     original = model_code.read_text()
     model_code.write_text(original + "\n# edited\n")
-    assert _stale(_run(["dvc", "status"], repo, env)) == {"works-train", "works-index", "works-evaluate", "works-report"}
+    assert _stale(_run(["dvc", "status"], repo, env)) == {"works-train", "works-index", "works-evaluate", "works-report",
+                                                          "works-train-prod"}
     model_code.write_text(original)
     fp_code = repo / "src/musicid/families/fingerprint/model.py"
     fp_original = fp_code.read_text()

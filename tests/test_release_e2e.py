@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -109,3 +110,29 @@ def test_a_queued_sweep_lands_in_the_repository_db_and_in_the_transcription_reco
     rows = list(csv.DictReader(open(repo / "reports/pitch/records.csv")))
     assert {r["run"] for r in rows} >= set(queued) and "4 runs" in records  # the baseline's run and the sweep's three
     assert {r["onset pos_weight"] for r in rows if r["run"] in queued} == {"1.0", "2.0", "4.0"}
+
+
+def test_a_tuning_grid_runs_as_queued_experiments_and_its_summary_reads_them_back(released: dict) -> None:
+    """`musicid exp tune` on a 2 × 2 grid of works.train params × 2 seeds: 8 named DVC experiments run by two
+    queue workers, every works-train run tagged with its point and seed; `exp summary` prints 4 points × 2 seeds."""
+    repo, env = released["repo"], released["env"]
+    (repo / "grid.yaml").write_text("name: margin-lr\nparams:\n  works.train.triplet_margin: [0.2, 0.4]\n"
+                                    "  works.train.lr: [0.001, 0.004]\n")
+    out = run(["musicid", "exp", "tune", "grid.yaml", "--seeds", "0,1", "-j", "2", "--stage", "works-train"], repo, env)
+    assert "8 of 8 experiments succeeded" in out, out
+    record = json.loads((repo / "reports/tune/margin-lr/grid.json").read_text())
+    assert [e["status"] for e in record["experiments"]] == ["Success"] * 8
+    assert all(e["runs_tagged"] >= 1 for e in record["experiments"])
+    runs = [r for name, found in _runs_by_exp(repo, "musicid-works").items() if name.startswith("margin-lr-") for r in found]
+    train = [r for r in runs if r.data.tags["musicid.stage"] == "works-train"]
+    assert len(train) == 8 and {r.data.tags["musicid.tune.seed"] for r in train} == {"0", "1"}
+    assert {(r.data.params["train.triplet_margin"], r.data.params["train.lr"], r.data.params["train.seed"]) for r in train} == {
+        (m, lr, s) for m in ("0.2", "0.4") for lr in ("0.001", "0.004") for s in ("0", "1")}
+    summary = run(["musicid", "exp", "summary", "--metric", "val_mAP", "--metric", "val_loss"], repo, env)
+    assert "sweep margin-lr: 4 grid point(s)" in summary, summary
+    rows = list(csv.DictReader(open(repo / "reports/tune/margin-lr/summary.csv")))
+    assert len(rows) == 4 and {r["seeds"] for r in rows} == {"2"} and all(r["reading"] for r in rows)
+    assert (repo / "reports/tune/margin-lr/works-train-val_mAP.png").stat().st_size > 0
+    again = subprocess.run(["musicid", "exp", "tune", "grid.yaml", "--seeds", "0"], cwd=repo, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "experiment names already in use: margin-lr-p0-s0" in again.stderr

@@ -368,3 +368,47 @@ def test_resampling_and_speed_copies_equal_librosa_soxr_hq(rates: tuple[float, i
     assert np.array_equal(to_model_rate(signal, source, target), expected)
     if source < target * 1.2:  # a speed copy: the signal played source / target times faster
         assert np.array_equal(speed_change(signal, target, source / target), expected)
+
+
+def test_production_training_resumes_mid_fold_to_the_same_model_and_reports_best_epochs_from_mlflow(
+        bundle: dict, tmp_path: Path, mlflow_db: Path) -> None:
+    """works-train-prod's library: 2 folds + final; killed (an exception) in fold 2, rerun → the same final
+    model and metrics as an uninterrupted run (exactly: every draw is seeded per phase and checkpointed);
+    each phase is a nested MLflow run, and `exp best-epochs` ranks the same epochs as the stage's report."""
+    from musicid.config import ProdTrainConfig, TrackingConfig
+    from musicid.experiments.best_epochs import best_epochs
+    from musicid.families.works.prod import train_works_prod
+    from musicid.tracking import stage_run
+
+    shards, prod = bundle["root"] / "shards", ProdTrainConfig(folds=2, epochs=2, final_epochs=2)
+    reference = train_works_prod(shards, MODEL, TRAIN, prod, tmp_path / "ref", tmp_path / "ref-report",
+                                 tmp_path / "ref-state", progress=False)
+    assert list(reference["phases"]) == ["fold-1", "fold-2", "final"]
+    assert sum(reference["fold_performances"].values()) > 0 and reference["train_works"] >= 4
+    tracking = TrackingConfig(system_metrics=False)
+
+    class Stop(Exception):
+        pass
+
+    epochs_done = []
+
+    def stop_in_fold_2(epoch: int) -> None:
+        epochs_done.append(epoch)
+        if len(epochs_done) == 3:  # fold-1 epochs 1, 2; fold-2 epoch 1
+            raise Stop
+
+    with pytest.raises(Stop), stage_run("works-train-prod", tracking, {"prod": prod.model_dump()}, family="works") as run:
+        train_works_prod(shards, MODEL, TRAIN, prod, tmp_path / "model", tmp_path / "report", tmp_path / "state",
+                         run=run, progress=False, on_epoch=stop_in_fold_2)
+    assert not (tmp_path / "model").exists(), "no model is published by an interrupted run"
+    with stage_run("works-train-prod", tracking, {"prod": prod.model_dump()}, family="works") as run:
+        resumed = train_works_prod(shards, MODEL, TRAIN, prod, tmp_path / "model", tmp_path / "report",
+                                   tmp_path / "state", run=run, progress=False)
+    assert resumed["signature"] == reference["signature"] and resumed["final"] == reference["final"]
+    assert (tmp_path / "report" / "best-epochs.md").read_text().startswith("# Best epochs of production training")
+    found, ranked, metrics = best_epochs(None)
+    assert found.info.run_id == run.run_id and metrics == [f"mAP_{n}" for n in ("test_unseen", "val_unseen")]
+    key = "average"
+    assert [(r["phase"], r["epoch"]) for r in ranked[key]] == [(r["phase"], r["epoch"]) for r in resumed["best_epochs"][key]]
+    out = CliRunner().invoke(main, ["exp", "best-epochs", run.run_id, "--top", "3"])
+    assert out.exit_code == 0 and "## by mAP_test_unseen" in out.output and "| 3 |" in out.output, out.output

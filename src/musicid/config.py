@@ -256,6 +256,12 @@ class TrackingConfig(Section):
     system_metrics_interval_s: float = Field(5.0, gt=0)
 
 
+class SpineTrainConfig(Section):
+    """Settings every family's training shares (params.yaml `train:`)."""
+
+    deterministic: bool = False  # seeded Python/NumPy/torch + torch's deterministic algorithms (cuDNN, cuBLAS)
+
+
 class GatesConfig(Section):
     """Release gates: `min` metrics must reach, `max` metrics must not exceed (names as `registry list` shows)."""
 
@@ -405,6 +411,28 @@ class WorksEvaluateConfig(Section):
     tsne: bool = True
 
 
+HeldOutSet = Literal["test_unseen", "val_unseen"]
+
+
+class ProdTrainConfig(Section):
+    """Production training (stage <family>-train-prod): stratified K-fold over everything but the
+    held-out sets, each later fold continuing at `later_lr`, then a final run early-stopped on `early_stop_on`."""
+
+    folds: int = Field(3, ge=2)
+    seed: int = 0  # of the fold assignment
+    epochs: int = Field(10, ge=1)  # per fold
+    later_lr: float = Field(5e-4, gt=0)  # folds after the first and the final run start here
+    final_epochs: int = Field(10, ge=1)
+    holdout: list[HeldOutSet] = Field(default_factory=lambda: ["test_unseen", "val_unseen"], min_length=1)
+    early_stop_on: HeldOutSet = "test_unseen"  # the held-out set the final run selects its best epoch on
+
+    @model_validator(mode="after")
+    def _stops_on_a_holdout(self) -> "ProdTrainConfig":
+        if self.early_stop_on not in self.holdout:
+            raise ValueError(f"early_stop_on {self.early_stop_on!r} must be one of holdout {self.holdout}")
+        return self
+
+
 class WorksRerankConfig(Section):
     """Second stage: the embedding's top_k candidates re-ordered by chroma alignment (Qmax)."""
 
@@ -439,6 +467,7 @@ class WorksParams(Section):
     features: WorksFeaturesConfig = Field(default_factory=WorksFeaturesConfig)
     model: WorksModelConfig = Field(default_factory=WorksModelConfig)
     train: WorksTrainConfig = Field(default_factory=WorksTrainConfig)
+    prod: ProdTrainConfig = Field(default_factory=ProdTrainConfig)
     evaluate: WorksEvaluateConfig = Field(default_factory=WorksEvaluateConfig)
     index: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
     identify: WorksIdentifyConfig = Field(default_factory=WorksIdentifyConfig)
@@ -717,6 +746,7 @@ class Params(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    train: SpineTrainConfig = Field(default_factory=SpineTrainConfig)
     fingerprint: FingerprintParams = Field(default_factory=FingerprintParams)
     works: WorksParams = Field(default_factory=WorksParams)
     pitch: PitchParams = Field(default_factory=PitchParams)

@@ -17,6 +17,7 @@ INGESTED = Path("data/ingested")
 CATALOG = INGESTED / "catalog.json"
 INGEST_REPORT = Path("reports/ingest")
 MANIFESTS = Path("data/manifests")
+TUNE_REPORTS = Path("reports/tune")  # `musicid exp tune` records and `exp summary` tables, per grid (untracked)
 STATE = Path(".musicid")  # untracked working state (resumable checkpoints)
 STAGING_ROOTS = (Path("data"), Path("models"), Path("reports"))  # where stages write: swept for dead runs' staging
 
@@ -55,6 +56,11 @@ class FamilyLayout:
         return Path("models") / f"{self.family}-{name}"
 
     @property
+    def prod_model(self) -> Path:
+        """The production model (stage <family>-train-prod): trained on everything but the held-out sets."""
+        return self.network("prod")
+
+    @property
     def index(self) -> Path:
         return Path("data/index") / self.family
 
@@ -67,12 +73,21 @@ class FamilyLayout:
         return self.reports / "train"
 
     @property
+    def prod_report(self) -> Path:
+        return self.reports / "train-prod"
+
+    @property
     def eval_report(self) -> Path:
         return self.reports / "eval"
 
     @property
     def checkpoints(self) -> Path:
         return STATE / "checkpoints" / self.family
+
+    @property
+    def prod_state(self) -> Path:
+        """Finished phases and the epoch checkpoint of production training (what a rerun resumes from)."""
+        return STATE / "prod" / self.family
 
     @property
     def model_card(self) -> Path:

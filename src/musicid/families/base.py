@@ -18,6 +18,24 @@ StageFn = Callable[..., None]  # stage(params, workers=None) → writes its outp
 
 
 @dataclass(frozen=True)
+class Trainer:
+    """One training stage of a family, as experiment tools read it (tuning grids, summaries)."""
+
+    stage: str  # its DVC stage and MLflow stage tag, e.g. works-train
+    section: str  # dotted params section of its training knobs; `<section>.seed`, `<section>.patience`
+    accuracy: str  # per-epoch metric it selects the best epoch by (higher is better)
+    loss: str  # per-epoch loss read beside it (a validation loss where the family has one)
+
+    @property
+    def seed_key(self) -> str:
+        return f"{self.section}.seed"
+
+    @property
+    def patience_key(self) -> str:
+        return f"{self.section}.patience"
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # package name, params section, stage prefix and artifact folder
     title: str  # what it answers, for help texts and model cards
@@ -28,6 +46,7 @@ class Family:
     code: tuple[str, ...] = field(default_factory=tuple)  # its own source folder: its stages depend on files there
     register: Callable[[Params], str] | None = None  # `musicid registry register`: workspace model → registry
     more_registries: Callable[[Params], list[RegistryConfig]] | None = None  # further registered models (pitch: the transcriber)
+    trainers: tuple[Trainer, ...] = ()  # its training stages, for `musicid exp tune` / `exp summary`
 
     @property
     def layout(self) -> FamilyLayout:

@@ -220,6 +220,21 @@ class StageRun:
                 else:
                     mlflow.log_artifact(str(path), folder)
 
+    @contextlib.contextmanager
+    def child(self, name: str, tags: dict[str, str] | None = None) -> Iterator["StageRun"]:
+        """A nested run under this one (one fold of production training); inert when tracking is off."""
+        if not self.run:
+            yield StageRun(None)
+            return
+        import mlflow
+
+        inherited = {k: v for k, v in self.run.data.tags.items() if k.startswith("musicid.")}
+        with tracking_errors(f"cannot start the nested MLflow run {name}"):
+            nested = mlflow.start_run(experiment_id=self.run.info.experiment_id, run_name=f"{self.run.info.run_name} {name}",
+                                      nested=True, tags=inherited | (tags or {}))
+        with nested:
+            yield StageRun(nested)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run:
             import mlflow

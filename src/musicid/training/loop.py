@@ -88,19 +88,24 @@ def fit(
     end_epoch: Callable[[int], None] | None = None, describe: Callable[[dict[str, float]], str] | None = None,
     log_epoch: Callable[[dict[str, float]], None] | None = None, on_epoch: Callable[[int], None] | None = None,
     progress: bool = True, label: str = "train", monitor: str = "validation",
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> LoopResult:
     """Run epochs of `step()`, validate, keep the best weights; resume from `checkpoint_dir/last.pt`.
 
     `end_epoch(epoch)` runs after the steps (e.g. a per-epoch lr decay); `log_epoch(row)` gets
     every history row, also those restored when resuming (e.g. for MLflow); `on_epoch(epoch)` runs
-    after the checkpoint is written (tests interrupt there).
+    after the checkpoint is written (tests interrupt there). `extra_modules` are trained alongside
+    the model but not part of it (e.g. a loss's learned centres): checkpointed and restored with it.
     """
+    extra_modules = extra_modules or {}
     checkpoint = checkpoint_dir / "last.pt"
     result = LoopResult()
     start_epoch = 1
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
+        for name, module in extra_modules.items():
+            module.load_state_dict(state["extra"][name])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -138,6 +143,7 @@ def fit(
         with atomic_file(checkpoint) as tmp:
             torch.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "extra": {name: module.state_dict() for name, module in extra_modules.items()},
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_model": result.best_state,
                 "history_json": json.dumps(result.history), "best_epoch": result.best_epoch, "epoch": epoch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from musicid.families.base import Family
+from musicid.families.base import Family, Trainer
 from musicid.families.fingerprint import stages
 
 
@@ -30,4 +30,5 @@ FAMILY = Family(
     headline_metric="main_top1",
     code=("src/musicid/families/fingerprint",),
     register=stages.register_workspace,
+    trainers=(Trainer("fingerprint-train", "fingerprint.train", accuracy="val_top1", loss="val_loss"),),
 )

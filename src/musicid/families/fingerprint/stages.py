@@ -44,13 +44,13 @@ def train(params: Params, workers: int | None = None) -> None:
     from musicid.tracking import TAG_SIGNATURE, stage_run
     from musicid.families.fingerprint.train import train_fingerprinter
 
-    logged = sections(params, "shards", "model", "train")
+    logged = sections(params, "shards", "model", "train") | {"deterministic": params.train.deterministic}
     with stage_run("fingerprint-train", params.tracking, logged, system_metrics=params.tracking.system_metrics,
                    family="fingerprint") as run:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_fingerprinter(
                 SHARDS / "train.zarr", SHARDS / "val.zarr", params.fingerprint.model, params.fingerprint.train, MODEL, report, CHECKPOINTS,
-                log_epoch=run.log_epoch,
+                log_epoch=run.log_epoch, deterministic=params.train.deterministic,
             )
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_top1": result.best["val_top1"],

@@ -23,6 +23,7 @@ from musicid.families.fingerprint.model import Fingerprinter, FingerprinterSpec,
 from musicid.device import resolve_device
 from musicid.families.fingerprint.io import save_model
 from musicid.store import open_store, read_windows
+from musicid.training.determinism import seed_everything
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_top1", "lr", "seconds")
@@ -135,14 +136,14 @@ def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
 def train_fingerprinter(
     train_store: Path, val_store: Path, model_cfg: ModelConfig, cfg: TrainConfig, model_out: Path,
     report_dir: Path, checkpoint_root: Path, progress: bool = True,
-    on_epoch: Any = None, log_epoch: Any = None,
+    on_epoch: Any = None, log_epoch: Any = None, deterministic: bool = False,
 ) -> TrainResult:
     """Train, checkpoint every epoch, stop early, write the best model and the history.
 
     `log_epoch(row)` gets every history row (also the ones restored when resuming), e.g. for MLflow.
     """
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, deterministic)
     sample_rate = int(open_store(train_store).attrs["sample_rate"])
     spec = spec_from_config(model_cfg, sample_rate)
     # The default stores are tens of MB: hold them in memory and cut pairs on the device.

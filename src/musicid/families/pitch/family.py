@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from musicid.families.base import Family
+from musicid.families.base import Family, Trainer
 from musicid.families.pitch import stages
 
 
@@ -25,4 +25,9 @@ FAMILY = Family(
     code=("src/musicid/families/pitch",),
     register=stages.register_workspace,
     more_registries=lambda params: [params.pitch_transcribe.registry],  # musicid-transcriber
+    trainers=(
+        Trainer("pitch-train", "pitch.train", accuracy="val_polyphonic_f1", loss="val_loss"),
+        Trainer("pitch-onset-train", "pitch_onset", accuracy="eval_f1", loss="eval_loss"),
+        Trainer("pitch-frame-train", "pitch_frame", accuracy="eval_f1", loss="eval_loss"),
+    ),
 )

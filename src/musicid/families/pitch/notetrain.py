@@ -24,6 +24,7 @@ from musicid.fsutil import write_json
 from musicid.models.io import save_model
 from musicid.store import WindowDataset, open_store
 from musicid.training import fit, run_key, store_version, write_history
+from musicid.training.determinism import seed_everything
 from musicid.training.loop import TrainResult, finish
 
 FAMILY = "pitch"
@@ -69,11 +70,12 @@ def predict_rows(model: NoteNet, ds: WindowDataset, rows: np.ndarray, device: to
 def train_notenet(
     kind: str, shards: Path, notes: PitchNotesConfig, cfg: NoteNetConfig, model_out: Path, report_dir: Path,
     checkpoint_root: Path, progress: bool = True, log_epoch: Callable | None = None, on_epoch: Callable | None = None,
+    deterministic: bool = False,
 ) -> TrainResult:
     if kind not in KINDS:
         raise NoteTrainingError(f"network kind {kind!r}: allowed {', '.join(KINDS)}")
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, deterministic)
     spec = spec_from(kind, notes, cfg)
     paths = {s: {split: shards / f"{s}-{split}.zarr" for split in ("train", "val")} for s in cfg.sets}
     missing = [str(p) for d in paths.values() for p in d.values() if not p.exists()]

@@ -114,11 +114,13 @@ def _train_network(params: Params, kind: str) -> None:
 
     cfg = getattr(params, f"pitch_{kind}")
     report_dir = LAYOUT.reports / f"{kind}-train"
-    with stage_run(f"pitch-{kind}-train", params.tracking, {"notes": params.pitch_notes.model_dump(), kind: cfg.model_dump()},
+    with stage_run(f"pitch-{kind}-train", params.tracking, {"notes": params.pitch_notes.model_dump(), kind: cfg.model_dump(),
+                                                                "deterministic": params.train.deterministic},
                    system_metrics=params.tracking.system_metrics, family="pitch") as run:
         with atomic_dir(report_dir) as report:
             result = train_notenet(kind, LAYOUT.note_shards, params.pitch_notes, cfg, LAYOUT.network(kind), report,
-                                   LAYOUT.checkpoints.parent / f"pitch-{kind}", log_epoch=run.log_epoch)
+                                   LAYOUT.checkpoints.parent / f"pitch-{kind}", log_epoch=run.log_epoch,
+                                   deterministic=params.train.deterministic)
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_eval_f1": result.best["eval_f1"],
                          "best_train_f1": result.best["train_f1"], "epochs_run": len(result.history)})
@@ -241,11 +243,12 @@ def train(params: Params, workers: int | None = None) -> None:
     from musicid.tracking import TAG_SIGNATURE, stage_run
 
     cfg = params.pitch
-    with stage_run("pitch-train", params.tracking, sections(params, "synth", "model", "train"),
+    with stage_run("pitch-train", params.tracking, sections(params, "synth", "model", "train") | {"deterministic": params.train.deterministic},
                    system_metrics=params.tracking.system_metrics, family="pitch") as run:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_pitch(SHARDS, cfg.synth, cfg.model, cfg.train, MODEL, report, CHECKPOINTS,
-                                 cfg.evaluate.tolerance_cents, log_epoch=run.log_epoch)
+                                 cfg.evaluate.tolerance_cents, log_epoch=run.log_epoch,
+                                 deterministic=params.train.deterministic)
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best["val_loss"],
                          "epochs_run": len(result.history)})

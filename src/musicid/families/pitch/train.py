@@ -24,6 +24,7 @@ from musicid.families.pitch.metrics import cents_summary, multipitch
 from musicid.families.pitch.model import PitchNet, PitchSpec, frame_pitches_hz, top_pitch_hz
 from musicid.fsutil import write_json
 from musicid.store import WindowDataset, open_store
+from musicid.training.determinism import seed_everything
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 TARGETS = ("confidence", "energy")
@@ -114,9 +115,10 @@ def train_pitch(
     shards: Path, synth: PitchSynthConfig, model_cfg: PitchModelConfig, cfg: PitchTrainConfig, model_out: Path,
     report_dir: Path, checkpoint_root: Path, tolerance_cents: float = 50.0,
     progress: bool = True, log_epoch: Callable | None = None, on_epoch: Callable | None = None,
+    deterministic: bool = False,
 ) -> TrainResult:
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, deterministic)
     spec = spec_from(synth, model_cfg)
     stores = {kind: {split: shards / f"{kind}-{split}.zarr" for split in ("train", "val")} for kind in cfg.sets}
     for kind in stores:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from musicid.families.base import Family
+from musicid.families.base import Family, Trainer
 from musicid.families.works import stages
 
 
@@ -24,4 +24,5 @@ FAMILY = Family(
     headline_metric="test_unseen_mAP",
     code=("src/musicid/families/works",),
     register=stages.register_workspace,
+    trainers=(Trainer("works-train", "works.train", accuracy="val_mAP", loss="val_loss"),),
 )

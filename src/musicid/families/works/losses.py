@@ -31,6 +31,22 @@ def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: f
     return F.relu(positive - negative + margin)[valid].mean()
 
 
+def ranking_triplet(queries: "np.ndarray", refs: "np.ndarray", same_work: "np.ndarray", itself: "np.ndarray",
+                    margin: float) -> list[float]:
+    """The batch-hard triplet term of each query against a test set's references (unit embeddings).
+
+    A validation loss for a ranking task: per query, its hardest same-work reference (itself left
+    out) against its nearest other-work one; queries without either are skipped.
+    """
+    import numpy as np
+
+    dist = np.sqrt(np.clip(2 - 2 * queries @ refs.T, 0, None))
+    positive = np.where(same_work & ~itself, dist, -np.inf).max(axis=1)
+    negative = np.where(~same_work, dist, np.inf).min(axis=1)
+    valid = np.isfinite(positive) & np.isfinite(negative)
+    return np.maximum(positive - negative + margin, 0)[valid].tolist()
+
+
 class CenterLoss(nn.Module):
     """Squared distance of each embedding to its class centre (centres are learned parameters)."""
 

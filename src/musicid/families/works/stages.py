@@ -48,13 +48,13 @@ def train(params: Params, workers: int | None = None) -> None:
     from musicid.tracking import TAG_SIGNATURE, stage_run
 
     cfg = params.works
-    logged = sections(params, "features", "model", "train", "evaluate")
+    logged = sections(params, "features", "model", "train", "evaluate") | {"deterministic": params.train.deterministic}
     with stage_run("works-train", params.tracking, logged, system_metrics=params.tracking.system_metrics,
                    family="works") as run:
         with atomic_dir(TRAIN_REPORT) as report:
             result = train_works(
                 SHARDS, cfg.model, cfg.train, cfg.evaluate, MODEL, report, CHECKPOINTS,
-                log_epoch=run.log_epoch,
+                log_epoch=run.log_epoch, deterministic=params.train.deterministic,
             )
         run.set_tags({TAG_SIGNATURE: result.signature})
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_mAP": result.best["val_mAP"],
@@ -63,6 +63,27 @@ def train(params: Params, workers: int | None = None) -> None:
         run.log_artifact(MODEL / "config.json", "model")
     print(f"works-train: best epoch {result.best_epoch} (val mAP {result.best['val_mAP']:.3f}), "
           f"signature {result.signature} → {MODEL}")
+
+
+def train_prod(params: Params, workers: int | None = None) -> None:
+    """A production model on everything but the held-out sets: stratified K-fold, then a final run (resumable)."""
+    from musicid.families.works.prod import train_works_prod
+    from musicid.tracking import TAG_SIGNATURE, stage_run
+
+    cfg = params.works
+    logged = sections(params, "features", "model", "train", "prod") | {"deterministic": params.train.deterministic}
+    with stage_run("works-train-prod", params.tracking, logged, system_metrics=params.tracking.system_metrics,
+                   family="works") as run:
+        with atomic_dir(LAYOUT.prod_report) as report:
+            summary = train_works_prod(SHARDS, cfg.model, cfg.train, cfg.prod, LAYOUT.prod_model, report,
+                                       LAYOUT.prod_state, run=run, deterministic=params.train.deterministic)
+        run.set_tags({TAG_SIGNATURE: summary["signature"]})
+        run.log_metrics({f"final_{k}": v for k, v in summary["final"].items()})
+        run.log_artifact(LAYOUT.prod_report, "reports/train-prod")
+        run.log_artifact(LAYOUT.prod_model / "config.json", "model")
+    final = ", ".join(f"{k} {v:.3f}" for k, v in summary["final"].items())
+    print(f"works-train-prod: {cfg.prod.folds} folds + final run; final model ({final}), "
+          f"signature {summary['signature']} → {LAYOUT.prod_model}; best epochs: {LAYOUT.prod_report / 'best-epochs.md'}")
 
 
 def _performances() -> Any:
@@ -220,4 +241,5 @@ def register_workspace(params: Params) -> str:
                        summary_metrics, lambda metrics, tags: register(params, metrics, tags))
 
 
-STAGES = {"split": split, "features": features, "train": train, "index": index, "evaluate": evaluate, "report": report}
+STAGES = {"split": split, "features": features, "train": train, "index": index, "evaluate": evaluate, "report": report,
+          "train-prod": train_prod}

@@ -23,10 +23,11 @@ from musicid.errors import MusicidError
 from musicid.families.works.augment import random_erase, roll_pitch
 from musicid.families.works.evaluate import TESTSETS, Performances, embed_frames, evaluate_testsets
 from musicid.families.works.io import save_model
-from musicid.families.works.losses import CenterLoss, batch_hard_triplet, focal_loss
+from musicid.families.works.losses import CenterLoss, batch_hard_triplet, focal_loss, ranking_triplet
 from musicid.families.works.model import WorkEncoder, WorkSpec
 from musicid.fsutil import write_json
 from musicid.store.ragged import RaggedStore
+from musicid.training.determinism import seed_everything
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 IN_MEMORY_BYTES = 2 << 30  # feature stores up to this are read into memory once
@@ -48,24 +49,51 @@ def spec_from_config(cfg: WorksModelConfig, features: dict[str, Any], n_classes:
 
 
 class ChunkSampler:
-    """m-per-class batches of random CQT crops from the train store (all speeds)."""
+    """m-per-class batches of random CQT crops from items of one or more stores (all speeds).
 
-    def __init__(self, store: RaggedStore, cfg: WorksTrainConfig, bins_per_octave: int) -> None:
-        self.store, self.cfg, self.bins_per_octave = store, cfg, bins_per_octave
-        works = store.column("work_id")
-        self.classes = sorted(set(works))
+    `parts` lists (store, rows): the rows of each store to train on (None: all of them), so a fold
+    of production training samples its share of train, val and test stores alike. `classes` fixes the
+    label order (the same classifier across folds); by default the works found, sorted.
+    """
+
+    def __init__(self, parts: list[tuple[RaggedStore, list[int] | None]], cfg: WorksTrainConfig, bins_per_octave: int,
+                 classes: list[str] | None = None) -> None:
+        self.cfg, self.bins_per_octave = cfg, bins_per_octave
+        self.sources: list[tuple[RaggedStore, int]] = []
+        works: list[str] = []
+        for store, rows in parts:
+            rows = list(range(len(store))) if rows is None else list(rows)
+            column = store.column("work_id")
+            self.sources += [(store, row) for row in rows]
+            works += [column[row] for row in rows]
+        self.classes = classes if classes is not None else sorted(set(works))
         self.label = {w: i for i, w in enumerate(self.classes)}
         self.items_of: list[list[int]] = [[] for _ in self.classes]
         for i, work in enumerate(works):
             self.items_of[self.label[work]].append(i)
-        in_memory = store.attrs["frames"] * store.attrs["width"] * 4 <= IN_MEMORY_BYTES
-        self.cached = store.load_all() if in_memory else None
-        self.lengths = [store.length(i) for i in range(len(store))]
+        frames = sum(store.attrs["frames"] * store.attrs["width"] for store, _ in parts)
+        self.cached = self._load() if frames * 4 <= IN_MEMORY_BYTES else None
+        self.lengths = [store.length(row) for store, row in self.sources]
+
+    def _load(self) -> list[np.ndarray]:
+        by_store: dict[int, tuple[RaggedStore, list[int], list[int]]] = {}
+        for i, (store, row) in enumerate(self.sources):
+            by_store.setdefault(id(store), (store, [], []))[1].append(row)
+            by_store[id(store)][2].append(i)
+        out: list[np.ndarray] = [np.zeros(0)] * len(self.sources)
+        for store, rows, positions in by_store.values():
+            for position, item in zip(positions, store.load_items(rows)):
+                out[position] = item
+        return out
 
     def _crop(self, i: int, frames: int, gen: torch.Generator) -> torch.Tensor:
         length = self.lengths[i]
         start = int(torch.randint(0, max(1, length - frames + 1), (1,), generator=gen))
-        item = self.cached[i][start : start + frames] if self.cached is not None else self.store.item(i, start, start + frames)
+        if self.cached is not None:
+            item = self.cached[i][start : start + frames]
+        else:
+            store, row = self.sources[i]
+            item = store.item(row, start, start + frames)
         x = torch.from_numpy(np.asarray(item, dtype=np.float32))
         if len(x) < frames:
             x = torch.nn.functional.pad(x, (0, 0, 0, frames - len(x)))
@@ -90,6 +118,18 @@ class ChunkSampler:
         return torch.stack(chunks), torch.tensor(labels)
 
 
+def validation_loss(perf: Performances, embeddings: np.ndarray, names: list[str], margin: float) -> float:
+    """Mean triplet term of the validation queries against their sets' references: a loss that can
+    rise while the training loss falls (overfitting), which the tuning summary reads."""
+    works, losses = np.asarray(perf.work_ids), []
+    for name in names:
+        query_roles, ref_roles = TESTSETS[name]
+        q, r = perf.select(query_roles), perf.select(ref_roles)
+        losses += ranking_triplet(embeddings[q], embeddings[r], works[q][:, None] == works[r][None, :],
+                                  q[:, None] == r[None, :], margin)
+    return float(np.mean(losses)) if losses else 0.0
+
+
 def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
     import matplotlib
 
@@ -98,8 +138,10 @@ def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
 
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
-    left.plot(epochs, [r["train_loss"] for r in history], marker="o")
-    left.set_xlabel("epoch"), left.set_ylabel("train loss (focal + triplet + center)")
+    left.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (focal + triplet + center)")
+    if all("val_loss" in r for r in history):
+        left.plot(epochs, [r["val_loss"] for r in history], marker="o", label="val (triplet on the rankings)")
+    left.set_xlabel("epoch"), left.set_ylabel("loss"), left.legend(fontsize=7)
     right.plot(epochs, [r["val_mAP"] for r in history], marker="o", label="val mAP (selects)")
     for key in sorted({k for r in history for k in r if k.startswith("mAP_")}):
         points = [(r["epoch"], r[key]) for r in history if r.get(key) not in (None, "")]
@@ -110,45 +152,29 @@ def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
     plt.close(fig)
 
 
-def train_works(
-    shards: Path, model_cfg: WorksModelConfig, cfg: WorksTrainConfig, eval_cfg: WorksEvaluateConfig, model_out: Path,
-    report_dir: Path, checkpoint_root: Path, progress: bool = True, log_epoch: Callable | None = None,
-    on_epoch: Callable | None = None, init_model: Path | None = None,
-) -> TrainResult:
-    """Train, checkpoint every epoch, stop early, write the best model, history, metrics and curves.
+def fit_encoder(
+    spec: WorkSpec, cfg: WorksTrainConfig, sampler: ChunkSampler, perf: Performances, val_names: list[str],
+    report_names: list[str], checkpoint_dir: Path, device: torch.device, *, init_state: dict | None = None,
+    lr: float | None = None, epochs: int | None = None, progress: bool = True, log_epoch: Callable | None = None,
+    on_epoch: Callable | None = None, label: str = "works-train",
+) -> tuple[WorkEncoder, Any]:
+    """One training run: steps on `sampler`, the best epoch by the mean mAP of `val_names` (roles of
+    `perf`), `report_names` scored every eval_every epochs; resumes from `checkpoint_dir`.
 
-    `init_model` starts from another works model's weights (fine-tuning; its classifier is replaced
-    when the training works differ).
+    `init_state` starts from other weights (matching shapes only); `lr` and `epochs` override the
+    config's (production training's later folds).
     """
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    train_store = RaggedStore(shards / "train.zarr")
-    val_store, test_store = RaggedStore(shards / "val.zarr"), RaggedStore(shards / "test.zarr")
-    features = train_store.attrs["features"]
-    sampler = ChunkSampler(train_store, cfg, int(features["bins_per_octave"]))
-    if len(sampler.classes) < 2:
-        raise TrainingError(f"{shards}/train.zarr holds {len(sampler.classes)} work(s); need at least 2 to train")
-    spec = spec_from_config(model_cfg, features, len(sampler.classes), min(cfg.chunk_frames))
+    lr, epochs = lr or cfg.lr, epochs or cfg.epochs
     model = WorkEncoder(spec)
-    if init_model is not None:
-        from musicid.families.works.io import load_model
-
-        start = load_model(init_model, "cpu").model.state_dict()
+    if init_state is not None:
         own = model.state_dict()
-        model.load_state_dict({k: v for k, v in start.items() if k in own and own[k].shape == v.shape}, strict=False)
+        model.load_state_dict({k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}, strict=False)
     model = model.to(device)
     center = CenterLoss(len(sampler.classes), spec.embedding_dim).to(device)
     params = list(model.parameters()) + list(center.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(cfg.min_lr / cfg.lr, cfg.lr_decay ** e))
-
-    perf = Performances.from_stores([train_store, val_store, test_store])
-    val_names = [n for n in ("val_unseen", "val_seen") if len(perf.select((n,)))]
-    if not val_names:
-        raise TrainingError(f"{shards}/val.zarr holds no validation performance; raise works.split.val_* shares")
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(cfg.min_lr / lr, cfg.lr_decay ** e))
     gen = torch.Generator().manual_seed(cfg.seed)
-    key = run_key(model_cfg, cfg, eval_cfg.testsets, str(init_model or ""), store_version(shards))
-    checkpoint_dir = checkpoint_root / key
 
     def step() -> float:
         frames = cfg.chunk_frames[int(torch.randint(0, len(cfg.chunk_frames), (1,), generator=gen))]
@@ -166,12 +192,13 @@ def train_works(
         return float(loss.detach())
 
     def validate(epoch: int) -> dict[str, float]:
-        wanted = set(val_names) | (set(eval_cfg.testsets) if epoch % cfg.eval_every == 0 or epoch == cfg.epochs else set())
+        wanted = set(val_names) | (set(report_names) if epoch % cfg.eval_every == 0 or epoch == epochs else set())
         needed = perf.select(tuple({role for name in wanted for side in TESTSETS[name] for role in side}))
         embeddings = np.zeros((len(perf.frames), spec.embedding_dim), dtype=np.float32)  # only what is scored
         embeddings[needed] = embed_frames(model, [perf.frames[i] for i in needed], device, spec.min_frames)
         results = evaluate_testsets(sorted(wanted), perf, embeddings)
-        row = {"val_mAP": float(np.mean([results[name]["mAP"] for name in val_names]))}
+        row = {"val_mAP": float(np.mean([results[name]["mAP"] for name in val_names])),
+               "val_loss": validation_loss(perf, embeddings, val_names, cfg.triplet_margin)}
         row |= {f"mAP_{name}": float(m["mAP"]) for name, m in results.items() if m.get("mAP") is not None}
         row |= {f"MR1_{name}": float(m["MR1"]) for name, m in results.items() if m.get("MR1") is not None}
         return row
@@ -180,20 +207,55 @@ def train_works(
         return best is None or row["val_mAP"] > best["val_mAP"] + 1e-6
 
     loop = fit(
-        model, optimizer, scheduler, gen, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, patience=cfg.patience,
+        model, optimizer, scheduler, gen, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch, patience=cfg.patience,
         checkpoint_dir=checkpoint_dir, step=step, validate=validate, better=better,
         end_epoch=lambda epoch: scheduler.step(), log_epoch=log_epoch, on_epoch=on_epoch, progress=progress,
         describe=lambda r: f"loss {r['train_loss']:.3f}, val mAP {r['val_mAP']:.3f}"
         + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("mAP_")),
-        label="works-train", monitor="val mAP",
+        label=label, monitor="val mAP", extra_modules={"center": center},
     )
+    return model, loop
+
+
+def train_works(
+    shards: Path, model_cfg: WorksModelConfig, cfg: WorksTrainConfig, eval_cfg: WorksEvaluateConfig, model_out: Path,
+    report_dir: Path, checkpoint_root: Path, progress: bool = True, log_epoch: Callable | None = None,
+    on_epoch: Callable | None = None, init_model: Path | None = None, deterministic: bool = False,
+) -> TrainResult:
+    """Train, checkpoint every epoch, stop early, write the best model, history, metrics and curves.
+
+    `init_model` starts from another works model's weights (fine-tuning; its classifier is replaced
+    when the training works differ).
+    """
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, deterministic)
+    train_store = RaggedStore(shards / "train.zarr")
+    val_store, test_store = RaggedStore(shards / "val.zarr"), RaggedStore(shards / "test.zarr")
+    features = train_store.attrs["features"]
+    sampler = ChunkSampler([(train_store, None)], cfg, int(features["bins_per_octave"]))
+    if len(sampler.classes) < 2:
+        raise TrainingError(f"{shards}/train.zarr holds {len(sampler.classes)} work(s); need at least 2 to train")
+    spec = spec_from_config(model_cfg, features, len(sampler.classes), min(cfg.chunk_frames))
+    init_state = None
+    if init_model is not None:
+        from musicid.families.works.io import load_model
+
+        init_state = load_model(init_model, "cpu").model.state_dict()
+    perf = Performances.from_stores([train_store, val_store, test_store])
+    val_names = [n for n in ("val_unseen", "val_seen") if len(perf.select((n,)))]
+    if not val_names:
+        raise TrainingError(f"{shards}/val.zarr holds no validation performance; raise works.split.val_* shares")
+    key = run_key(model_cfg, cfg, eval_cfg.testsets, str(init_model or ""), store_version(shards))
+    checkpoint_dir = checkpoint_root / key
+    model, loop = fit_encoder(spec, cfg, sampler, perf, val_names, list(eval_cfg.testsets), checkpoint_dir, device,
+                              init_state=init_state, progress=progress, log_epoch=log_epoch, on_epoch=on_epoch)
     result = TrainResult.from_loop(loop)
     info = {"train": cfg.model_dump(), "model_config": model_cfg.model_dump(), "data_version": key,
             "classes": sampler.classes, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "val_mAP": result.best["val_mAP"], "init_model": str(init_model or "")}
     result.signature = save_model(model.cpu(), model_out, info)
     report_dir.mkdir(parents=True, exist_ok=True)
-    fields = ["epoch", "train_loss", "val_mAP", *sorted({k for r in result.history for k in r
+    fields = ["epoch", "train_loss", "val_loss", "val_mAP", *sorted({k for r in result.history for k in r
                                                           if k.startswith(("mAP_", "MR1_"))}), "lr", "seconds"]
     write_history(report_dir / "history.csv", result.history, fields)
     write_json(report_dir / "metrics.json", {

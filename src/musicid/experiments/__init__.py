@@ -1,0 +1,1 @@
+"""Research-scale experiments over DVC experiments and MLflow: tuning grids and their summaries."""

@@ -1,0 +1,81 @@
+"""`musicid exp best-epochs RUN`: the best epochs of a production training run, read back from MLflow.
+
+A `<family>-train-prod` run has one nested run per phase (tag `musicid.phase`: fold-1 … final), each
+logging its held-out sets' mAP every epoch. This ranks every epoch of every phase per held-out set
+and by their average (phase, epoch, metric, time elapsed since the run began), as CoverHunterMPS's
+production log report does, from the tracking server rather than from a log file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from musicid.errors import MusicidError
+from musicid.training.kfold import FINAL, rank_epochs
+
+TAG_PHASE = "musicid.phase"
+
+
+class BestEpochsError(MusicidError):
+    """No production run to report on."""
+
+
+def _phase_order(name: str) -> tuple[int, int]:
+    return (1, 0) if name == FINAL else (0, int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else 0)
+
+
+def find_prod_run(ref: str | None) -> Any:
+    """A run id, a DVC experiment name, or (None) the newest finished production run of any family."""
+    import mlflow
+
+    from musicid.tracking.runs import TAG_DVC_EXP, TAG_STAGE, configure, tracking_errors
+
+    configure(must_exist=True)
+    with tracking_errors("cannot read the production runs"):
+        if ref:
+            try:
+                return mlflow.get_run(ref)
+            except Exception:  # noqa: BLE001  (not a run id: try it as an experiment name)
+                pass
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["attributes.start_time DESC"],
+                                  filter_string="attributes.status = 'FINISHED'" + (
+                                      f" and tags.`{TAG_DVC_EXP}` = '{ref}'" if ref else ""))
+    runs = [r for r in runs if r.data.tags.get(TAG_STAGE, "").endswith("-train-prod") and TAG_PHASE not in r.data.tags]
+    if not runs:
+        raise BestEpochsError(f"no finished production training run{f' {ref!r}' if ref else ''} in MLflow: "
+                              "`dvc repro works-train-prod` makes one")
+    return runs[0]
+
+
+def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every epoch of every phase of `run` in order (elapsed: cumulative training seconds); the held-out metrics."""
+    import mlflow
+
+    from musicid.tracking.runs import tracking_errors
+
+    client = mlflow.MlflowClient()
+    holdout = [f"mAP_{name}" for name in run.data.params.get("prod.holdout", "").split(",") if name]
+    with tracking_errors("cannot read the production run's phases"):
+        children = mlflow.search_runs([run.info.experiment_id], output_format="list",
+                                      filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+        children = sorted((c for c in children if TAG_PHASE in c.data.tags),
+                          key=lambda c: _phase_order(c.data.tags[TAG_PHASE]))
+        rows, elapsed = [], 0.0
+        for child in children:
+            series: dict[int, dict[str, Any]] = {}
+            for key in ("seconds", "val_mAP", *holdout):
+                for m in client.get_metric_history(child.info.run_id, key):
+                    series.setdefault(m.step, {})[key] = m.value
+            for epoch in sorted(series):
+                elapsed += float(series[epoch].get("seconds", 0.0))
+                rows.append({"phase": child.data.tags[TAG_PHASE], "epoch": epoch, **series[epoch],
+                             "elapsed_s": round(elapsed, 1)})
+    if not rows:
+        raise BestEpochsError(f"run {run.info.run_id} has no phase runs with per-epoch metrics")
+    return rows, [m for m in holdout if any(m in r for r in rows)]
+
+
+def best_epochs(ref: str | None, top: int = 5) -> tuple[Any, dict[str, list[dict[str, Any]]], list[str]]:
+    run = find_prod_run(ref)
+    rows, metrics = epoch_rows(run)
+    return run, rank_epochs(rows, metrics, top), metrics

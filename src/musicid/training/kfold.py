@@ -1,0 +1,166 @@
+"""Production training on the spine: stratified K-fold over everything, folds in sequence, a final run.
+
+The recipe of CoverHunterMPS's production training, for any family: the training data (everything
+but the named held-out sets) is dealt into K folds stratified by group (a work, for the work
+identifier: each work's performances spread over the folds, so every fold's training part holds
+every work and every performance trains in K − 1 folds). Fold 1 trains from scratch at the family's
+learning rate; every later fold continues from the previous fold's best weights at `later_lr`,
+validated on its own fold; a final run trains on everything, continuing again, and early-stops on a
+named held-out test set.
+
+Interrupted anywhere, a rerun resumes: a finished phase is recorded (`<phase>.pt`: best weights and
+history) and skipped, and the phase in progress resumes from the training loop's own epoch
+checkpoint under `<state>/<phase>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from musicid.fsutil import atomic_file
+from musicid.training.loop import LoopResult, finish
+
+FINAL = "final"
+
+
+def stratified_folds(groups: Sequence[str], k: int, seed: int) -> np.ndarray:
+    """Fold of each item (0..k-1; -1: trains in every fold): each group's items are dealt round-robin
+    over the folds from a seeded shuffle, continuing where the previous group stopped, so folds
+    stay the same size and every group with ≥ 2 items keeps some items out of each fold."""
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2 (got {k})")
+    rng = np.random.default_rng(seed)
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        by_group[group].append(i)
+    fold = np.full(len(groups), -1, dtype=np.int64)
+    dealt = 0
+    for group in sorted(by_group):
+        items = by_group[group]
+        if len(items) < 2:
+            continue  # one item: held out it would leave its group unseen in that fold's training
+        rng.shuffle(items)
+        for j, item in enumerate(items):
+            fold[item] = (dealt + j) % k
+        dealt += len(items)
+    return fold
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # fold-1 … fold-K, final
+    index: int  # 0-based fold (K for the final run)
+    lr: float
+    epochs: int
+
+    @property
+    def is_final(self) -> bool:
+        return self.name == FINAL
+
+
+def plan_phases(k: int, lr: float, later_lr: float, epochs: int, final_epochs: int) -> list[Phase]:
+    folds = [Phase(f"fold-{i + 1}", i, lr if i == 0 else later_lr, epochs) for i in range(k)]
+    return folds + [Phase(FINAL, k, later_lr, final_epochs)]
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed: bool = False  # restored from a finished record, not trained in this process
+
+    @property
+    def best(self) -> dict[str, float]:
+        return dict(self.history[self.best_epoch - 1]) if self.best_epoch else {}
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(float(r.get("seconds") or 0) for r in self.history))
+
+
+TrainPhase = Callable[[Phase, "dict[str, torch.Tensor] | None", Path], tuple["dict[str, torch.Tensor]", LoopResult]]
+
+
+def run_phases(phases: list[Phase], state_dir: Path, train_phase: TrainPhase,
+               on_phase: Callable[[Phase, PhaseResult], None] | None = None) -> tuple[list[PhaseResult], dict[str, Any]]:
+    """Run (or restore) each phase in order, each starting from the previous one's best weights.
+
+    `train_phase(phase, init_state, checkpoint_dir)` trains one phase and returns (best weights,
+    the loop's result). `on_phase(phase, result)` runs after each phase, trained or restored (e.g.
+    a nested MLflow run). Returns every phase's result and the final weights.
+    """
+    results: list[PhaseResult] = []
+    state: dict[str, Any] | None = None
+    for phase in phases:
+        record = state_dir / f"{phase.name}.pt"
+        if record.is_file():
+            saved = torch.load(record, map_location="cpu", weights_only=True)
+            state = saved["model"]
+            result = PhaseResult(phase.name, int(saved["best_epoch"]), json.loads(saved["history_json"]), resumed=True)
+            print(f"{phase.name}: finished earlier (best epoch {result.best_epoch}), restored from {record}")
+        else:
+            began = time.perf_counter()
+            state, loop = train_phase(phase, state, state_dir / phase.name)
+            result = PhaseResult(phase.name, loop.best_epoch, loop.history)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_file(record) as tmp:
+                torch.save({"model": state, "best_epoch": result.best_epoch, "history_json": json.dumps(result.history),
+                            "phase": json.dumps(asdict(phase))}, tmp)
+            finish(state_dir / phase.name)
+            print(f"{phase.name}: best epoch {result.best_epoch} of {len(result.history)} "
+                  f"({time.perf_counter() - began:.0f} s)")
+        results.append(result)
+        if on_phase is not None:
+            on_phase(phase, result)
+    assert state is not None
+    return results, state
+
+
+def epoch_table(results: list[PhaseResult]) -> list[dict[str, Any]]:
+    """Every epoch of every phase in order, with the time elapsed since production training began."""
+    rows, elapsed = [], 0.0
+    for result in results:
+        for row in result.history:
+            elapsed += float(row.get("seconds") or 0)
+            rows.append({"phase": result.name, **row, "elapsed_s": round(elapsed, 2)})
+    return rows
+
+
+def rank_epochs(rows: list[dict[str, Any]], metrics: list[str], top: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """The best `top` epochs (higher is better) by each metric and by their mean over `metrics`."""
+    scored = [dict(r) for r in rows if all(r.get(m) not in (None, "") for m in metrics)]
+    ranked: dict[str, list[dict[str, Any]]] = {}
+    for metric in metrics:
+        ranked[metric] = sorted(scored, key=lambda r: -float(r[metric]))[:top]
+    if len(metrics) > 1:
+        for r in scored:
+            r["average"] = float(np.mean([float(r[m]) for m in metrics]))
+        ranked["average"] = sorted(scored, key=lambda r: -r["average"])[:top]
+    return ranked
+
+
+def format_best_epochs(ranked: dict[str, list[dict[str, Any]]], metrics: list[str]) -> str:
+    """The production log report: per held-out set (and by their average), the best epochs across phases."""
+    lines = ["# Best epochs of production training", ""]
+    for by, rows in ranked.items():
+        lines += [f"## by {by}", ""]
+        if not rows:
+            lines += ["(no epoch scored every held-out set)", ""]
+            continue
+        average = ["average"] if "average" in rows[0] else []
+        header = ["rank", "phase", "epoch", *metrics, *average, "elapsed"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for rank, r in enumerate(rows, 1):
+            cells = [str(rank), r["phase"], str(int(r["epoch"])), *(f"{float(r[m]):.4f}" for m in [*metrics, *average])]
+            lines.append("| " + " | ".join([*cells, f"{float(r['elapsed_s']):.0f} s"]) + " |")
+        lines.append("")
+    return "\n".join(lines)

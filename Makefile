@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml
 
 install: debian-packages $(STAMP)
 
-# Every stage but the production trainers (`dvc repro works-train-prod`: K folds + a final run, minutes more).
+# Every stage but the production trainers (`dvc repro works-train-prod fingerprint-train-prod`: K folds + a final
+# run each, minutes more).
 DEMO_STAGES := fingerprint-report works-report pitch-report pitch-transcribe-report
 
 demo: install

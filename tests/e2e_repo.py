@@ -19,6 +19,7 @@ TINY_PARAMS = {
     "fingerprint.shards": {"window_s": 1.5, "hop_s": 0.5, "chunk_mb": 0.05, "shard_mb": 0.2},
     "fingerprint.model": {"n_mels": 32, "channels": [8, 16, 16], "hidden": 64, "embedding_dim": 16},
     "fingerprint.train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "val_queries": 8, "device": "cpu"},
+    "fingerprint.prod": {"folds": 2, "epochs": 1, "final_epochs": 1},
     "fingerprint.index": {"checkpoint_every_refs": 3, "device": "cpu"},
     "fingerprint.evaluate": {"conditions": ["noise", "speed"], "max_queries": 4},
     "works.features": {"train_speeds": [1.0, 1.1], "chunk_mb": 0.05, "shard_mb": 0.2, "extra_synthetic_works": 2,
@@ -43,7 +44,7 @@ TINY_PARAMS = {
                     "batch_size": 2, "eval_windows": 4, "device": "cpu"},
     "pitch_transcribe": {"device": "cpu"},
 }
-FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report"))
+FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report", "train-prod"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report", "train-prod"))
 PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "onset-train", "frame-train",
                                              "transcribe-evaluate", "transcribe-report", "train", "evaluate", "report"))

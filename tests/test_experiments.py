@@ -120,6 +120,7 @@ def test_stratified_folds_keep_every_group_in_every_folds_training_part() -> Non
     groups = [f"w{int(g)}" for g in rng.integers(0, 12, 80)] + ["alone"]
     fold = stratified_folds(groups, 3, seed=0)
     assert fold[groups.index("alone")] == -1  # one performance: always trains
+    assert (stratified_folds(["a", "b", "c", "d"], 2, seed=0, min_group=1) >= 0).all()  # lone recordings may be held out
     assert sorted(np.bincount(fold[fold >= 0])) [-1] - sorted(np.bincount(fold[fold >= 0]))[0] <= 1  # balanced
     for k in range(3):
         trained = {g for g, f in zip(groups, fold) if f != k}

@@ -207,7 +207,8 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     assert [(v["version"], v["aliases"], v["signature"]) for v in versions] == [("1", ["candidate"], model_config["signature"])]
     assert versions[0]["metrics"]["main_top1"] == metrics["main"]["top1"] and versions[0]["data_version"].endswith(".dir")
     runs = _mlflow_runs(repo)
-    assert {run.data.tags["musicid.stage"] for run in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report"}
+    assert {run.data.tags["musicid.stage"] for run in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report",
+                                                                   "fingerprint-train-prod"}
     train_run = next(run for run in runs if run.data.tags["musicid.stage"] == "fingerprint-train")
     assert train_run.data.params["train.epochs"] == "2" and train_run.data.metrics["best_val_top1"] >= 0
     assert all(run.data.tags["musicid.data_version"] == versions[0]["data_version"] for run in runs)
@@ -226,7 +227,7 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     fp_original = fp_code.read_text()
     fp_code.write_text(fp_original + "\n# edited\n")
     assert _stale(_run(["dvc", "status"], repo, env)) == {
-        "fingerprint-train", "fingerprint-index", "fingerprint-evaluate", "fingerprint-report"}
+        "fingerprint-train", "fingerprint-index", "fingerprint-evaluate", "fingerprint-report", "fingerprint-train-prod"}
     fp_code.write_text(fp_original)
     assert "up to date" in _run(["dvc", "status"], repo, env)
 

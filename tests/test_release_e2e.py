@@ -83,7 +83,8 @@ def test_experiment_with_set_param_is_tracked(released: dict) -> None:
     runs = _runs_by_exp(repo)["three-epochs"]
     train = next(r for r in runs if r.data.tags["musicid.stage"] == "fingerprint-train")
     assert train.data.params["train.epochs"] == "3"
-    assert {r.data.tags["musicid.stage"] for r in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report"}
+    assert {r.data.tags["musicid.stage"] for r in runs} == {"fingerprint-train", "fingerprint-evaluate", "fingerprint-report",
+                                                                   "fingerprint-train-prod"}
     run(["git", "checkout", "-q", "--", "params.yaml"], repo, env)  # leave the workspace at the baseline
 
 

@@ -104,3 +104,37 @@ def test_early_stopping_stops_after_patience(stores: tuple[Path, Path], tmp_path
     result = train_fingerprinter(train_store, val_store, TINY_MODEL, cfg, tmp_path / "m", tmp_path / "r",
                                  tmp_path / "c", progress=False)
     assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+
+
+def test_production_training_folds_by_work_resumes_to_the_same_model(stores: tuple[Path, Path], tmp_path: Path) -> None:
+    """fingerprint-train-prod's library: train + val tracks in 2 folds + a final run, the test tracks held out;
+    interrupted in fold 2 and rerun, it ends with the same weights and figures as an uninterrupted run."""
+    from musicid.config import ProdTrainConfig
+    from musicid.families.fingerprint.prod import train_fingerprinter_prod
+
+    shards = stores[0].parent
+    if not (shards / "test.zarr").exists():
+        _store(shards / "test.zarr", [5, 6])
+    prod = ProdTrainConfig(folds=2, epochs=2, final_epochs=1)
+    train = TINY_TRAIN.model_copy(update={"val_queries": 16})
+    reference = train_fingerprinter_prod(shards, TINY_MODEL, train, prod, tmp_path / "ref", tmp_path / "ref-report",
+                                         tmp_path / "ref-state", progress=False)
+    assert reference["train_tracks"] == 5 and sorted(reference["fold_tracks"].values()) == [2, 3]
+    assert list(reference["phases"]) == ["fold-1", "fold-2", "final"] and "top1_test" in reference["final"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_fold_2(epoch: int, seen: list[int] = []) -> None:  # noqa: B006  (counts across phases)
+        seen.append(epoch)
+        if len(seen) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_fingerprinter_prod(shards, TINY_MODEL, train, prod, tmp_path / "m", tmp_path / "r", tmp_path / "state",
+                                 progress=False, on_epoch=stop_in_fold_2)
+    assert not (tmp_path / "m").exists() and (tmp_path / "state").exists()
+    resumed = train_fingerprinter_prod(shards, TINY_MODEL, train, prod, tmp_path / "m", tmp_path / "r",
+                                       tmp_path / "state", progress=False)
+    assert resumed["signature"] == reference["signature"] and resumed["final"] == reference["final"]
+    assert "| 1 | " in (tmp_path / "r" / "best-epochs.md").read_text()

@@ -375,12 +375,12 @@ def test_production_training_resumes_mid_fold_to_the_same_model_and_reports_best
     """works-train-prod's library: 2 folds + final; killed (an exception) in fold 2, rerun → the same final
     model and metrics as an uninterrupted run (exactly: every draw is seeded per phase and checkpointed);
     each phase is a nested MLflow run, and `exp best-epochs` ranks the same epochs as the stage's report."""
-    from musicid.config import ProdTrainConfig, TrackingConfig
+    from musicid.config import TrackingConfig, WorksProdConfig
     from musicid.experiments.best_epochs import best_epochs
     from musicid.families.works.prod import train_works_prod
     from musicid.tracking import stage_run
 
-    shards, prod = bundle["root"] / "shards", ProdTrainConfig(folds=2, epochs=2, final_epochs=2)
+    shards, prod = bundle["root"] / "shards", WorksProdConfig(folds=2, epochs=2, final_epochs=2)
     reference = train_works_prod(shards, MODEL, TRAIN, prod, tmp_path / "ref", tmp_path / "ref-report",
                                  tmp_path / "ref-state", progress=False)
     assert list(reference["phases"]) == ["fold-1", "fold-2", "final"]

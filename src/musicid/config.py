@@ -416,18 +416,23 @@ HeldOutSet = Literal["test_unseen", "val_unseen"]
 
 class ProdTrainConfig(Section):
     """Production training (stage <family>-train-prod): stratified K-fold over everything but the
-    held-out sets, each later fold continuing at `later_lr`, then a final run early-stopped on `early_stop_on`."""
+    held-out data, each later fold continuing at `later_lr`, then a final run early-stopped on held-out data."""
 
     folds: int = Field(3, ge=2)
     seed: int = 0  # of the fold assignment
-    epochs: int = Field(10, ge=1)  # per fold
+    epochs: int = Field(6, ge=1)  # per fold
     later_lr: float = Field(5e-4, gt=0)  # folds after the first and the final run start here
-    final_epochs: int = Field(10, ge=1)
+    final_epochs: int = Field(6, ge=1)
+
+
+class WorksProdConfig(ProdTrainConfig):
+    """works-train-prod: the held-out sets are whole works never trained on."""
+
     holdout: list[HeldOutSet] = Field(default_factory=lambda: ["test_unseen", "val_unseen"], min_length=1)
     early_stop_on: HeldOutSet = "test_unseen"  # the held-out set the final run selects its best epoch on
 
     @model_validator(mode="after")
-    def _stops_on_a_holdout(self) -> "ProdTrainConfig":
+    def _stops_on_a_holdout(self) -> "WorksProdConfig":
         if self.early_stop_on not in self.holdout:
             raise ValueError(f"early_stop_on {self.early_stop_on!r} must be one of holdout {self.holdout}")
         return self
@@ -467,7 +472,7 @@ class WorksParams(Section):
     features: WorksFeaturesConfig = Field(default_factory=WorksFeaturesConfig)
     model: WorksModelConfig = Field(default_factory=WorksModelConfig)
     train: WorksTrainConfig = Field(default_factory=WorksTrainConfig)
-    prod: ProdTrainConfig = Field(default_factory=ProdTrainConfig)
+    prod: WorksProdConfig = Field(default_factory=WorksProdConfig)
     evaluate: WorksEvaluateConfig = Field(default_factory=WorksEvaluateConfig)
     index: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
     identify: WorksIdentifyConfig = Field(default_factory=WorksIdentifyConfig)
@@ -480,6 +485,7 @@ class FingerprintParams(Section):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    prod: ProdTrainConfig = Field(default_factory=lambda: ProdTrainConfig(later_lr=2e-4))  # the test tracks are held out
     index: IndexConfig = Field(default_factory=IndexConfig)
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)

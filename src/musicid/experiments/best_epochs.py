@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from musicid.errors import MusicidError
-from musicid.training.kfold import FINAL, rank_epochs
-
-TAG_PHASE = "musicid.phase"
+from musicid.training.kfold import FINAL, TAG_PHASE, rank_epochs
 
 
 class BestEpochsError(MusicidError):
@@ -47,6 +45,13 @@ def find_prod_run(ref: str | None) -> Any:
     return runs[0]
 
 
+def _selection(run: Any) -> tuple[str, list[str]]:
+    """(the per-epoch figure phases select by, the held-out figures) the run's family logs."""
+    if run.data.tags.get("musicid.family") == "fingerprint":
+        return "val_top1", ["top1_test"]
+    return "val_mAP", [f"mAP_{name}" for name in run.data.params.get("prod.holdout", "").split(",") if name]
+
+
 def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """Every epoch of every phase of `run` in order (elapsed: cumulative training seconds); the held-out metrics."""
     import mlflow
@@ -54,7 +59,7 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
     from musicid.tracking.runs import tracking_errors
 
     client = mlflow.MlflowClient()
-    holdout = [f"mAP_{name}" for name in run.data.params.get("prod.holdout", "").split(",") if name]
+    selects, held = _selection(run)
     with tracking_errors("cannot read the production run's phases"):
         children = mlflow.search_runs([run.info.experiment_id], output_format="list",
                                       filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
@@ -63,7 +68,7 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
         rows, elapsed = [], 0.0
         for child in children:
             series: dict[int, dict[str, Any]] = {}
-            for key in ("seconds", "val_mAP", *holdout):
+            for key in ("seconds", selects, *held):
                 for m in client.get_metric_history(child.info.run_id, key):
                     series.setdefault(m.step, {})[key] = m.value
             for epoch in sorted(series):
@@ -72,7 +77,7 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
                              "elapsed_s": round(elapsed, 1)})
     if not rows:
         raise BestEpochsError(f"run {run.info.run_id} has no phase runs with per-epoch metrics")
-    return rows, [m for m in holdout if any(m in r for r in rows)]
+    return rows, [m for m in held if any(m in r for r in rows)]
 
 
 def best_epochs(ref: str | None, top: int = 5) -> tuple[Any, dict[str, list[dict[str, Any]]], list[str]]:

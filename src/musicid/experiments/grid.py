@@ -45,7 +45,7 @@ def point_label(point: dict[str, Any]) -> str:
 
 def format_value(value: Any) -> str:
     """A value as `dvc exp run -S key=value` parses it back (YAML): lists and bools as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))  # no spaces: labels split on them
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -10,6 +10,7 @@ The plan and each experiment's outcome are kept in reports/tune/<grid>/grid.json
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,8 +49,9 @@ def record_path(name: str) -> Path:
     return TUNE_REPORTS / name / "grid.json"
 
 
-def _dvc(*args: str, check: bool = True) -> str:
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def _dvc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(["dvc", *args], capture_output=True, text=True,
+                          env={**os.environ, **{k: v for k, v in (env or {}).items() if k not in os.environ}})
     if check and done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip()).splitlines()
         raise TuneError(f"dvc {' '.join(args[:3])} failed: {message[-1] if message else done.returncode}")
@@ -96,7 +98,8 @@ def run_queue(planned: list[Planned], jobs: int, poll_s: float = 3.0,
     """Start `jobs` queue workers and wait until every planned experiment has finished (tqdm)."""
     from tqdm import tqdm
 
-    _dvc("queue", "start", "-j", str(jobs))
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))  # N workers share the cores instead of each taking all
+    _dvc("queue", "start", "-j", str(jobs), env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
     names = {p.name for p in planned}
     with tqdm(total=len(planned), desc="exp tune", unit="exp") as bar:
         while True:

@@ -10,11 +10,13 @@ named held-out test set.
 
 Interrupted anywhere, a rerun resumes: a finished phase is recorded (`<phase>.pt`: best weights and
 history) and skipped, and the phase in progress resumes from the training loop's own epoch
-checkpoint under `<state>/<phase>/`.
+checkpoint under `<state>/<phase>/`. Once the final model is written the family removes the state
+(`finish`), so a later run with new code trains again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -26,15 +28,18 @@ import numpy as np
 import torch
 
 from musicid.fsutil import atomic_file
-from musicid.training.loop import LoopResult, finish
+from musicid.training.loop import LoopResult, finish, write_history
 
 FINAL = "final"
 
 
-def stratified_folds(groups: Sequence[str], k: int, seed: int) -> np.ndarray:
+def stratified_folds(groups: Sequence[str], k: int, seed: int, min_group: int = 2) -> np.ndarray:
     """Fold of each item (0..k-1; -1: trains in every fold): each group's items are dealt round-robin
     over the folds from a seeded shuffle, continuing where the previous group stopped, so folds
-    stay the same size and every group with ≥ 2 items keeps some items out of each fold."""
+    stay the same size and every group keeps items in each fold's training part.
+
+    Groups smaller than `min_group` train in every fold: a work identifier must see every work it
+    validates on (2); a fingerprinter validates on recordings and may hold out a lone version (1)."""
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2 (got {k})")
     rng = np.random.default_rng(seed)
@@ -45,8 +50,8 @@ def stratified_folds(groups: Sequence[str], k: int, seed: int) -> np.ndarray:
     dealt = 0
     for group in sorted(by_group):
         items = by_group[group]
-        if len(items) < 2:
-            continue  # one item: held out it would leave its group unseen in that fold's training
+        if len(items) < min_group:
+            continue
         rng.shuffle(items)
         for j, item in enumerate(items):
             fold[item] = (dealt + j) % k
@@ -87,40 +92,59 @@ class PhaseResult:
         return float(sum(float(r.get("seconds") or 0) for r in self.history))
 
 
-TrainPhase = Callable[[Phase, "dict[str, torch.Tensor] | None", Path], tuple["dict[str, torch.Tensor]", LoopResult]]
+TAG_PHASE = "musicid.phase"  # on each phase's nested MLflow run: fold-1 … fold-K, final
+TrainPhase = Callable[[Phase, "dict[str, torch.Tensor] | None", Path, Callable], tuple["dict[str, torch.Tensor]", LoopResult]]
+
+
+class _Untracked:
+    """What a phase logs to when there is no MLflow run."""
+
+    def log_epoch(self, row: dict[str, float]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        pass
+
+
+def _phase_run(run: Any, phase: Phase) -> Any:
+    """The phase's nested run under `run` (a tracking StageRun), or an inert one."""
+    return run.child(phase.name, {TAG_PHASE: phase.name}) if run is not None else contextlib.nullcontext(_Untracked())
 
 
 def run_phases(phases: list[Phase], state_dir: Path, train_phase: TrainPhase,
-               on_phase: Callable[[Phase, PhaseResult], None] | None = None) -> tuple[list[PhaseResult], dict[str, Any]]:
+               run: Any = None) -> tuple[list[PhaseResult], dict[str, Any]]:
     """Run (or restore) each phase in order, each starting from the previous one's best weights.
 
-    `train_phase(phase, init_state, checkpoint_dir)` trains one phase and returns (best weights,
-    the loop's result). `on_phase(phase, result)` runs after each phase, trained or restored (e.g.
-    a nested MLflow run). Returns every phase's result and the final weights.
+    `train_phase(phase, init_state, checkpoint_dir, log_epoch)` trains one phase and returns (best
+    weights, the loop's result). With `run` (a StageRun) each phase is a nested MLflow run, also a
+    phase restored from an earlier, interrupted process (its history logged again). Returns every
+    phase's result and the final weights.
     """
     results: list[PhaseResult] = []
     state: dict[str, Any] | None = None
     for phase in phases:
         record = state_dir / f"{phase.name}.pt"
-        if record.is_file():
-            saved = torch.load(record, map_location="cpu", weights_only=True)
-            state = saved["model"]
-            result = PhaseResult(phase.name, int(saved["best_epoch"]), json.loads(saved["history_json"]), resumed=True)
-            print(f"{phase.name}: finished earlier (best epoch {result.best_epoch}), restored from {record}")
-        else:
-            began = time.perf_counter()
-            state, loop = train_phase(phase, state, state_dir / phase.name)
-            result = PhaseResult(phase.name, loop.best_epoch, loop.history)
-            state_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_file(record) as tmp:
-                torch.save({"model": state, "best_epoch": result.best_epoch, "history_json": json.dumps(result.history),
-                            "phase": json.dumps(asdict(phase))}, tmp)
-            finish(state_dir / phase.name)
-            print(f"{phase.name}: best epoch {result.best_epoch} of {len(result.history)} "
-                  f"({time.perf_counter() - began:.0f} s)")
+        with _phase_run(run, phase) as child:
+            if record.is_file():
+                saved = torch.load(record, map_location="cpu", weights_only=True)
+                state = saved["model"]
+                result = PhaseResult(phase.name, int(saved["best_epoch"]), json.loads(saved["history_json"]), resumed=True)
+                print(f"{phase.name}: finished earlier (best epoch {result.best_epoch}), restored from {record}")
+                for row in result.history:
+                    child.log_epoch(row)
+            else:
+                began = time.perf_counter()
+                state, loop = train_phase(phase, state, state_dir / phase.name, child.log_epoch)
+                result = PhaseResult(phase.name, loop.best_epoch, loop.history)
+                state_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_file(record) as tmp:
+                    torch.save({"model": state, "best_epoch": result.best_epoch,
+                                "history_json": json.dumps(result.history), "phase": json.dumps(asdict(phase))}, tmp)
+                finish(state_dir / phase.name)
+                print(f"{phase.name}: best epoch {result.best_epoch} of {len(result.history)} "
+                      f"({time.perf_counter() - began:.0f} s)")
+            child.log_metrics({"best_epoch": result.best_epoch})
         results.append(result)
-        if on_phase is not None:
-            on_phase(phase, result)
     assert state is not None
     return results, state
 
@@ -164,3 +188,47 @@ def format_best_epochs(ranked: dict[str, list[dict[str, Any]]], metrics: list[st
             lines.append("| " + " | ".join([*cells, f"{float(r['elapsed_s']):.0f} s"]) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def write_reports(results: list[PhaseResult], metrics: list[str], report_dir: Path, selects: str) -> dict[str, Any]:
+    """history.csv (every epoch of every phase), best-epochs.md and curves.png; the summary's shared part.
+
+    `metrics` are the held-out figures scored every epoch (higher is better); `selects` is the
+    per-epoch figure each phase chose its best epoch by.
+    """
+    rows = epoch_table(results)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(["phase", "epoch", "train_loss", "val_loss", selects, *metrics, "lr", "seconds",
+                                 "elapsed_s"]))
+    write_history(report_dir / "history.csv", rows, fields)
+    ranked = rank_epochs(rows, metrics)
+    (report_dir / "best-epochs.md").write_text(format_best_epochs(ranked, metrics))
+    plot_phases(rows, [selects, *metrics], report_dir / "curves.png")
+    final = results[-1]
+    return {
+        "phases": {r.name: {"best_epoch": r.best_epoch, "epochs_run": len(r.history), "seconds": round(r.seconds, 1),
+                            **{k: r.best[k] for k in (selects, *metrics) if k in r.best}} for r in results},
+        "final": {k: final.best[k] for k in (selects, *metrics) if k in final.best},
+        "best_epochs": {k: [{c: r[c] for c in ("phase", "epoch", "elapsed_s", *metrics, "average") if c in r} for r in v]
+                        for k, v in ranked.items()},
+    }
+
+
+def plot_phases(rows: list[dict[str, Any]], metrics: list[str], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
+    x = np.arange(1, len(rows) + 1)
+    for metric in metrics:
+        ax.plot(x, [float(r.get(metric) or np.nan) for r in rows], marker=".", label=metric)
+    for i, row in enumerate(rows):
+        if i == 0 or row["phase"] != rows[i - 1]["phase"]:
+            ax.axvline(i + 0.5, color="grey", lw=0.6)
+            ax.text(i + 0.7, 0.02, row["phase"], fontsize=7, color="grey")
+    ax.set_xlabel("epoch (all phases in order)"), ax.set_ylim(0, 1), ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)

@@ -60,6 +60,17 @@ def train(params: Params, workers: int | None = None) -> None:
     print(f"train: best epoch {result.best_epoch} (val top-1 {result.best['val_top1']:.3f}), signature {result.signature} → {MODEL}")
 
 
+def train_prod(params: Params, workers: int | None = None) -> None:
+    """A production fingerprinter on every train and val track (test tracks held out): K-fold, then a final run."""
+    from musicid.families.fingerprint.prod import train_fingerprinter_prod
+    from musicid.tracking.prod import run_prod_stage
+
+    cfg = params.fingerprint
+    run_prod_stage("fingerprint", params, sections(params, "shards", "model", "train", "prod"), lambda run, report: (
+        train_fingerprinter_prod(SHARDS, cfg.model, cfg.train, cfg.prod, LAYOUT.prod_model, report, LAYOUT.prod_state,
+                                 run=run, deterministic=params.train.deterministic)))
+
+
 def index(params: Params, workers: int | None = None) -> None:
     from musicid.index import build_index, index_refs_from_manifest
     from musicid.families.fingerprint.io import load_model
@@ -214,4 +225,5 @@ def register_workspace(params: Params) -> str:
                        key_metrics, lambda metrics, tags: register(params, metrics, tags))
 
 
-STAGES = {"shards": shards, "train": train, "index": index, "evaluate": evaluate, "report": report}
+STAGES = {"shards": shards, "train": train, "index": index, "evaluate": evaluate, "report": report,
+          "train-prod": train_prod}

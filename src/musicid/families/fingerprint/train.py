@@ -24,7 +24,7 @@ from musicid.device import resolve_device
 from musicid.families.fingerprint.io import save_model
 from musicid.store import open_store, read_windows
 from musicid.training.determinism import seed_everything
-from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
+from musicid.training.loop import LoopResult, TrainResult, finish, fit, run_key, store_version, write_history
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_top1", "lr", "seconds")
 # A tie on val top-1 counts as progress only if the val loss drops by more than this.
@@ -133,6 +133,70 @@ def plot_history(history: list[dict[str, float]], out_png: Path) -> None:
     plt.close(fig)
 
 
+def fit_fingerprinter(
+    spec: FingerprinterSpec, cfg: TrainConfig, train_wave: torch.Tensor, validation: ValidationSet, checkpoint_dir: Path,
+    device: torch.device, *, reports: dict[str, ValidationSet] | None = None, init_state: dict | None = None,
+    lr: float | None = None, epochs: int | None = None, progress: bool = True, log_epoch: Any = None,
+    on_epoch: Any = None, label: str = "train",
+) -> tuple[Fingerprinter, LoopResult]:
+    """One training run on `train_wave` windows, the best epoch by `validation`'s top-1; each of
+    `reports` is scored every epoch as `top1_<name>`; resumes from `checkpoint_dir`.
+
+    `init_state` starts from other weights; `lr` and `epochs` override the config's (production
+    training's later folds).
+    """
+    lr, epochs, reports = lr or cfg.lr, epochs or cfg.epochs, reports or {}
+    sample_rate = spec.sample_rate
+    bank = NoiseBank(sample_rate, tuple(cfg.noise_kinds), seed=cfg.seed, device=device)
+    sampler = PairSampler(train_wave, spec.segment_samples, int(cfg.max_shift_s * sample_rate))
+    model = Fingerprinter(spec).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    total_steps = epochs * cfg.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    degradation = degrade_spec(cfg)
+
+    def step() -> float:
+        anchor, positive = sampler.sample(cfg.batch_size, gen)
+        positive = degrade(positive, sample_rate, degradation, gen, bank)
+        loss = nt_xent(model(anchor), model(positive), cfg.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    def validate(epoch: int) -> dict[str, float]:
+        row = validation.evaluate(model, cfg.temperature, device)
+        return row | {f"top1_{name}": held.evaluate(model, cfg.temperature, device)["val_top1"]
+                      for name, held in reports.items()}
+
+    def better(row: dict[str, float], best: dict[str, float] | None) -> bool:
+        return best is None or row["val_top1"] > best["val_top1"] or (
+            row["val_top1"] == best["val_top1"] and row["val_loss"] < best["val_loss"] - MIN_LOSS_DELTA
+        )
+
+    loop = fit(
+        model, optimizer, scheduler, gen, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
+        patience=cfg.patience, checkpoint_dir=checkpoint_dir, step=step, validate=validate, better=better,
+        describe=lambda r: f"loss {r['train_loss']:.3f}, val loss {r['val_loss']:.3f}, val top-1 {r['val_top1']:.3f}"
+        + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("top1_")),
+        log_epoch=log_epoch, on_epoch=on_epoch, progress=progress, label=label, monitor="val top-1",
+    )
+    return model, loop
+
+
+def validation_set(waveform: torch.Tensor, spec: FingerprinterSpec, cfg: TrainConfig, seed_offset: int = 7) -> ValidationSet:
+    """Seeded degraded queries among clean segments of `waveform` (the val store's, or a fold's)."""
+    sample_rate = spec.sample_rate
+    return ValidationSet.build(waveform, spec.segment_samples, int(cfg.val_hop_s * sample_rate), cfg, sample_rate,
+                               NoiseBank(sample_rate, tuple(cfg.noise_kinds), seed=cfg.seed + seed_offset))
+
+
 def train_fingerprinter(
     train_store: Path, val_store: Path, model_cfg: ModelConfig, cfg: TrainConfig, model_out: Path,
     report_dir: Path, checkpoint_root: Path, progress: bool = True,
@@ -148,45 +212,11 @@ def train_fingerprinter(
     spec = spec_from_config(model_cfg, sample_rate)
     # The default stores are tens of MB: hold them in memory and cut pairs on the device.
     train_wave = torch.from_numpy(read_windows(train_store)).to(device)
-    val_wave = torch.from_numpy(read_windows(val_store))
-    bank = NoiseBank(sample_rate, tuple(cfg.noise_kinds), seed=cfg.seed, device=device)
-    sampler = PairSampler(train_wave, spec.segment_samples, int(cfg.max_shift_s * sample_rate))
-    validation = ValidationSet.build(val_wave, spec.segment_samples, int(cfg.val_hop_s * sample_rate), cfg,
-                                     sample_rate, NoiseBank(sample_rate, tuple(cfg.noise_kinds), seed=cfg.seed + 7))
-
-    model = Fingerprinter(spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * cfg.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
-    gen = torch.Generator().manual_seed(cfg.seed)
+    validation = validation_set(torch.from_numpy(read_windows(val_store)), spec, cfg)
     key = run_key(model_cfg, cfg, store_version(train_store) + store_version(val_store))
     checkpoint_dir = checkpoint_root / key
-    degradation = degrade_spec(cfg)
-
-    def step() -> float:
-        anchor, positive = sampler.sample(cfg.batch_size, gen)
-        positive = degrade(positive, sample_rate, degradation, gen, bank)
-        loss = nt_xent(model(anchor), model(positive), cfg.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return float(loss.detach())
-
-    def better(row: dict[str, float], best: dict[str, float] | None) -> bool:
-        return best is None or row["val_top1"] > best["val_top1"] or (
-            row["val_top1"] == best["val_top1"] and row["val_loss"] < best["val_loss"] - MIN_LOSS_DELTA
-        )
-
-    loop = fit(
-        model, optimizer, scheduler, gen, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-        patience=cfg.patience, checkpoint_dir=checkpoint_dir, step=step,
-        validate=lambda epoch: validation.evaluate(model, cfg.temperature, device), better=better,
-        describe=lambda r: f"loss {r['train_loss']:.3f}, val loss {r['val_loss']:.3f}, val top-1 {r['val_top1']:.3f}",
-        log_epoch=log_epoch, on_epoch=on_epoch, progress=progress, monitor="val top-1",
-    )
+    model, loop = fit_fingerprinter(spec, cfg, train_wave, validation, checkpoint_dir, device, progress=progress,
+                                    log_epoch=log_epoch, on_epoch=on_epoch)
     result = TrainResult.from_loop(loop)
     info = {
         "train": cfg.model_dump(),

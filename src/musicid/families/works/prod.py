@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from musicid.config import ProdTrainConfig, WorksModelConfig, WorksTrainConfig
+from musicid.config import WorksModelConfig, WorksProdConfig, WorksTrainConfig
 from musicid.device import resolve_device
 from musicid.families.works.evaluate import Performances
 from musicid.families.works.features import SYNTHETIC_ROLE
@@ -26,14 +25,10 @@ from musicid.families.works.model import WorkEncoder
 from musicid.families.works.train import ChunkSampler, TrainingError, fit_encoder, spec_from_config
 from musicid.fsutil import write_json
 from musicid.store.ragged import RaggedStore
-from musicid.tracking.runs import StageRun
 from musicid.training.determinism import seed_everything
-from musicid.training.kfold import (
-    Phase, PhaseResult, epoch_table, format_best_epochs, plan_phases, rank_epochs, run_phases, stratified_folds,
-)
-from musicid.training.loop import run_key, store_version, write_history
+from musicid.training.kfold import Phase, plan_phases, run_phases, stratified_folds, write_reports
+from musicid.training.loop import LoopResult, finish, run_key, store_version
 
-TAG_PHASE = "musicid.phase"  # on each nested run: fold-1 … fold-K, final
 TRAINABLE = ("train", SYNTHETIC_ROLE, "val_seen", "test_seen")
 FOLD_VAL = "val_seen"  # a fold's own performances are scored as a seen-works test set
 
@@ -43,12 +38,11 @@ def _rows(store: RaggedStore) -> list[tuple[str, str, str]]:
 
 
 def train_works_prod(
-    shards: Path, model_cfg: WorksModelConfig, cfg: WorksTrainConfig, prod: ProdTrainConfig, model_out: Path,
+    shards: Path, model_cfg: WorksModelConfig, cfg: WorksTrainConfig, prod: WorksProdConfig, model_out: Path,
     report_dir: Path, state_root: Path, run: Any = None, progress: bool = True, deterministic: bool = False,
     on_epoch: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) every phase, save the final model, write history, best-epoch tables and curves."""
-    run = run if run is not None else StageRun(None)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, deterministic)
     stores = [RaggedStore(shards / f"{name}.zarr") for name in ("train", "val", "test")]
@@ -56,6 +50,10 @@ def train_works_prod(
     trainable = [r for store in stores for r in _rows(store) if r[2] in TRAINABLE]
     folded = sorted({(track, work) for track, work, role in trainable if role != SYNTHETIC_ROLE})
     fold_of = dict(zip([t for t, _ in folded], stratified_folds([w for _, w in folded], prod.folds, prod.seed)))
+    empty = [f"fold-{k + 1}" for k in range(prod.folds) if k not in fold_of.values()]
+    if empty:
+        raise TrainingError(f"{shards}: {', '.join(empty)} would hold no performance (works with ≥ 2 trainable "
+                            "performances are folded); lower works.prod.folds")
     classes = sorted({work for _, work, _ in trainable})
     if len(classes) < 2:
         raise TrainingError(f"{shards}: {len(classes)} trainable work(s); need at least 2")
@@ -80,71 +78,27 @@ def train_works_prod(
         return sampler, Performances(perf.track_ids, perf.work_ids, roles, perf.frames), (
             [prod.early_stop_on] if phase.is_final else [FOLD_VAL])
 
-    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path) -> tuple[dict, Any]:
+    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path, log_epoch: Any) -> tuple[dict, LoopResult]:
         sampler, phase_perf, val_names = phase_data(phase)
         torch.manual_seed(cfg.seed + phase.index)  # each phase's draws independent of how earlier ones ran (resume)
         print(f"works-train-prod: {phase.name}: {sum(len(p) for p in sampler.items_of)} training items, "
               f"validated on {val_names[0]} ({len(phase_perf.select((val_names[0],)))} performances), lr {phase.lr:g}")
-        with run.child(phase.name, {TAG_PHASE: phase.name}) as child:
-            model, loop = fit_encoder(spec, every_epoch, sampler, phase_perf, val_names, holdout, checkpoint_dir, device,
-                                      init_state=init_state, lr=phase.lr, epochs=phase.epochs, progress=progress,
-                                      log_epoch=child.log_epoch, on_epoch=on_epoch, label=f"works-train-prod {phase.name}")
-            child.log_metrics({"best_epoch": loop.best_epoch, "best_val_mAP": loop.best["val_mAP"]})
+        model, loop = fit_encoder(spec, every_epoch, sampler, phase_perf, val_names, holdout, checkpoint_dir, device,
+                                  init_state=init_state, lr=phase.lr, epochs=phase.epochs, progress=progress,
+                                  log_epoch=log_epoch, on_epoch=on_epoch, label=f"works-train-prod {phase.name}")
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}, loop
 
-    def restored(phase: Phase, result: PhaseResult) -> None:
-        if result.resumed:  # a finished phase of an interrupted run: its nested run again, from the record
-            with run.child(phase.name, {TAG_PHASE: phase.name}) as child:
-                for row in result.history:
-                    child.log_epoch(row)
-                child.log_metrics({"best_epoch": result.best_epoch, "best_val_mAP": result.best["val_mAP"]})
-
     phases = plan_phases(prod.folds, cfg.lr, prod.later_lr, prod.epochs, prod.final_epochs)
-    results, state = run_phases(phases, state_dir, train_phase, restored)
+    results, state = run_phases(phases, state_dir, train_phase, run)
     model = WorkEncoder(spec)
     model.load_state_dict(state)
-    final = results[-1]
     info = {"train": cfg.model_dump(), "prod": prod.model_dump(), "model_config": model_cfg.model_dump(),
-            "data_version": state_dir.name, "classes": classes, "best_epoch": final.best_epoch,
-            "val_mAP": final.best["val_mAP"], "phases": [r.name for r in results]}
-    signature = save_model(model, model_out, info)
-    metrics = [f"mAP_{name}" for name in holdout]
-    rows = epoch_table(results)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    fields = ["phase", "epoch", "train_loss", "val_loss", "val_mAP", *metrics, "lr", "seconds", "elapsed_s"]
-    write_history(report_dir / "history.csv", rows, fields)
-    ranked = rank_epochs(rows, metrics)
-    (report_dir / "best-epochs.md").write_text(format_best_epochs(ranked, metrics))
-    summary = {
-        "signature": signature, "folds": prod.folds, "holdout": holdout, "early_stop_on": prod.early_stop_on,
-        "train_works": len(classes), "fold_performances": {f"fold-{k + 1}": int(sum(v == k for v in fold_of.values()))
-                                                          for k in range(prod.folds)},
-        "phases": {r.name: {"best_epoch": r.best_epoch, "epochs_run": len(r.history), "seconds": round(r.seconds, 1),
-                            **{k: r.best[k] for k in ("val_mAP", *metrics) if k in r.best}} for r in results},
-        "final": {k: final.best[k] for k in ("val_mAP", *metrics) if k in final.best},
-        "best_epochs": {k: [{c: r[c] for c in ("phase", "epoch", "elapsed_s", *metrics, "average") if c in r} for r in v]
-                        for k, v in ranked.items()},
-    }
+            "data_version": state_dir.name, "classes": classes, "best_epoch": results[-1].best_epoch,
+            "val_mAP": results[-1].best["val_mAP"], "phases": [r.name for r in results]}
+    summary = {"signature": save_model(model, model_out, info), "folds": prod.folds, "holdout": holdout,
+               "early_stop_on": prod.early_stop_on, "train_works": len(classes),
+               "fold_performances": {f"fold-{k + 1}": int(sum(v == k for v in fold_of.values())) for k in range(prod.folds)},
+               **write_reports(results, [f"mAP_{name}" for name in holdout], report_dir, selects="val_mAP")}
     write_json(report_dir / "metrics.json", summary)
-    plot_phases(rows, metrics, report_dir / "curves.png")
+    finish(state_dir)  # done: a rerun (new code, same params) trains again instead of restoring these phases
     return summary
-
-
-def plot_phases(rows: list[dict[str, Any]], metrics: list[str], out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
-    x = np.arange(1, len(rows) + 1)
-    for metric in ["val_mAP", *metrics]:
-        ax.plot(x, [float(r.get(metric) or np.nan) for r in rows], marker=".", label=metric)
-    starts = [i for i, r in enumerate(rows) if i == 0 or r["phase"] != rows[i - 1]["phase"]]
-    for i in starts:
-        ax.axvline(i + 0.5, color="grey", lw=0.6)
-        ax.text(i + 0.7, 0.02, rows[i]["phase"], fontsize=7, color="grey")
-    ax.set_xlabel("epoch (all phases in order)"), ax.set_ylabel("mAP"), ax.set_ylim(0, 1), ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)

@@ -66,24 +66,14 @@ def train(params: Params, workers: int | None = None) -> None:
 
 
 def train_prod(params: Params, workers: int | None = None) -> None:
-    """A production model on everything but the held-out sets: stratified K-fold, then a final run (resumable)."""
+    """A production model on everything but the held-out works: stratified K-fold, then a final run (resumable)."""
     from musicid.families.works.prod import train_works_prod
-    from musicid.tracking import TAG_SIGNATURE, stage_run
+    from musicid.tracking.prod import run_prod_stage
 
     cfg = params.works
-    logged = sections(params, "features", "model", "train", "prod") | {"deterministic": params.train.deterministic}
-    with stage_run("works-train-prod", params.tracking, logged, system_metrics=params.tracking.system_metrics,
-                   family="works") as run:
-        with atomic_dir(LAYOUT.prod_report) as report:
-            summary = train_works_prod(SHARDS, cfg.model, cfg.train, cfg.prod, LAYOUT.prod_model, report,
-                                       LAYOUT.prod_state, run=run, deterministic=params.train.deterministic)
-        run.set_tags({TAG_SIGNATURE: summary["signature"]})
-        run.log_metrics({f"final_{k}": v for k, v in summary["final"].items()})
-        run.log_artifact(LAYOUT.prod_report, "reports/train-prod")
-        run.log_artifact(LAYOUT.prod_model / "config.json", "model")
-    final = ", ".join(f"{k} {v:.3f}" for k, v in summary["final"].items())
-    print(f"works-train-prod: {cfg.prod.folds} folds + final run; final model ({final}), "
-          f"signature {summary['signature']} → {LAYOUT.prod_model}; best epochs: {LAYOUT.prod_report / 'best-epochs.md'}")
+    run_prod_stage("works", params, sections(params, "features", "model", "train", "prod"), lambda run, report: (
+        train_works_prod(SHARDS, cfg.model, cfg.train, cfg.prod, LAYOUT.prod_model, report, LAYOUT.prod_state, run=run,
+                         deterministic=params.train.deterministic)))
 
 
 def _performances() -> Any:

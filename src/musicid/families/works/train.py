@@ -28,7 +28,7 @@ from musicid.families.works.model import WorkEncoder, WorkSpec
 from musicid.fsutil import write_json
 from musicid.store.ragged import RaggedStore
 from musicid.training.determinism import seed_everything
-from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
+from musicid.training.loop import LoopResult, TrainResult, finish, fit, run_key, store_version, write_history
 
 IN_MEMORY_BYTES = 2 << 30  # feature stores up to this are read into memory once
 
@@ -157,7 +157,7 @@ def fit_encoder(
     report_names: list[str], checkpoint_dir: Path, device: torch.device, *, init_state: dict | None = None,
     lr: float | None = None, epochs: int | None = None, progress: bool = True, log_epoch: Callable | None = None,
     on_epoch: Callable | None = None, label: str = "works-train",
-) -> tuple[WorkEncoder, Any]:
+) -> tuple[WorkEncoder, LoopResult]:
     """One training run: steps on `sampler`, the best epoch by the mean mAP of `val_names` (roles of
     `perf`), `report_names` scored every eval_every epochs; resumes from `checkpoint_dir`.
 

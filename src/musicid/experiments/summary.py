@@ -153,12 +153,12 @@ def summarise(groups: list[PointRuns], metrics: list[str], last: int | None, fla
                                "deterministic": "/".join(sorted(group.deterministic)).lower(),
                                "best_epoch": float(np.mean(group.best_epochs)), "last_n": window}
         slopes, levels = {}, {}
-        for metric in sorted(set(wanted) | {trainer.accuracy, trainer.loss} & set(group.curves)):
+        for metric in dict.fromkeys([*wanted, *({trainer.accuracy, trainer.loss} & set(group.curves))]):
             curves = group.curves[metric]
             at_best = [c.at(e) for c, e in zip(curves, group.best_epochs)]
             slopes[metric] = float(np.nanmean([c.slope(window) for c in curves])) if curves else math.nan
             levels[metric] = float(np.mean([np.mean(c.values[-window:]) for c in curves]))
-            if metric in wanted:
+            if metric in wanted:  # in the order asked (default: accuracy, then loss)
                 row[f"{metric} mean"] = float(np.mean(at_best))
                 row[f"{metric} std"] = float(np.std(at_best))
                 row[f"{metric} slope"] = slopes[metric]

@@ -212,7 +212,12 @@ def test_full_repro_then_only_changed_stages_rerun(reproduced: dict) -> None:
     train_run = next(run for run in runs if run.data.tags["musicid.stage"] == "fingerprint-train")
     assert train_run.data.params["train.epochs"] == "2" and train_run.data.metrics["best_val_top1"] >= 0
     assert all(run.data.tags["musicid.data_version"] == versions[0]["data_version"] for run in runs)
-    assert all(run.data.tags.get("mlflow.parentRunId") == train_run.info.run_id for run in runs if run is not train_run)
+    prod = [run for run in runs if run.data.tags["musicid.stage"] == "fingerprint-train-prod"]
+    (prod_run,) = [run for run in prod if "musicid.phase" not in run.data.tags]  # the stage's run, its phases nested
+    assert sorted(run.data.tags["musicid.phase"] for run in prod if run is not prod_run) == ["final", "fold-1", "fold-2"]
+    assert all(run.data.tags.get("mlflow.parentRunId") == prod_run.info.run_id for run in prod if run is not prod_run)
+    assert all(run.data.tags.get("mlflow.parentRunId") == train_run.info.run_id for run in runs
+               if run is not train_run and run not in prod)
 
     _check_works(repo, env, tmp_path)
 

@@ -134,3 +134,73 @@ def test_a_stage_sweeps_dead_runs_staging_anywhere_in_the_workspace_first(tmp_pa
         CliRunner().invoke(main, ["stage", "prepare"])  # fails later (no catalog); the sweep comes first
     assert "removed data/shards/.fingerprint.tmp-killed (0.0 MB)" in logged.getvalue()
     assert not stale.exists() and kept.is_dir() and elsewhere.is_dir()
+
+
+SLOW_SYNTH = "synth:\n  n_works: 400\n  versions_per_work: 3\n  min_duration_s: 20.0\n  max_duration_s: 30.0\n"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):  # the process (or a thread) ended meanwhile
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _wait_for_workers(stage_pid: int, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [c for c in _children(stage_pid) if "multiprocessing" in _cmdline(c)]
+        if len(workers) >= 2:
+            time.sleep(2)  # the stage is in the middle of its work
+            return _children(stage_pid)
+        time.sleep(0.3)
+    raise AssertionError("the stage never started its worker pool")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["SIGTERM", "parent SIGKILL"])
+def test_a_stopped_stage_ends_at_once_with_one_line_and_leaves_no_staging_or_workers(tmp_path: Path, how: str) -> None:
+    """`musicid stage synth` mid-render: SIGTERM (a CI time limit, `kill`) or its parent (`dvc repro`) SIGKILLed.
+    The stage stops within seconds, says so in one line (SIGTERM), its pool's workers end and its staging is gone."""
+    (tmp_path / "params.yaml").write_text(SLOW_SYNTH)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    musicid = str(Path(sys.executable).parent / "musicid")
+    if how == "SIGTERM":
+        stage = subprocess.Popen([musicid, "stage", "synth"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        stage_pid, parent = stage.pid, None
+    else:  # the stage's parent plays dvc: it starts the stage and waits for it
+        parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+                                   "print(p.pid, flush=True); p.wait()", musicid, "stage", "synth"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stage_pid = int(parent.stdout.readline())
+    pids = []
+    try:
+        pids = [stage_pid, *_wait_for_workers(stage_pid)]
+        assert list((tmp_path / "data/raw").glob(".synthetic.tar.gz.tmp-*")), "the stage is writing its archive"
+        began = time.monotonic()
+        if parent is None:
+            stage.send_signal(signal.SIGTERM)
+            _, err = stage.communicate(timeout=30)
+            assert stage.returncode == 143, err
+            assert "synth: stopped by SIGTERM after" in err and "Traceback" not in err, err
+        else:
+            parent.kill()
+            parent.wait()
+        while any(_alive(p) for p in pids) and time.monotonic() - began < 20:
+            time.sleep(0.2)
+        assert not [p for p in pids if _alive(p)], "the stage or its workers outlived the stop"
+        assert time.monotonic() - began < 20
+        assert not list((tmp_path / "data/raw").glob(".*tmp-*")) and not (tmp_path / "data/raw/synthetic.tar.gz").exists()
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -29,14 +29,14 @@ OWNER_ENV = "MUSICID_POOL_OWNER"  # pid of the process that owns the pool (read 
 _PR_SET_PDEATHSIG = 1
 
 
-def kill_me_with_parent(expected_parent: int | None = None) -> None:
-    """Ask the kernel for SIGKILL when this process's parent ends (Linux; elsewhere a no-op).
+def kill_me_with_parent(expected_parent: int | None = None, sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel for `sig` when this process's parent ends (Linux; elsewhere a no-op).
 
     `expected_parent`: if the parent is already gone (it died before this ran), exit now.
     """
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if expected_parent is not None and os.getppid() != expected_parent:
@@ -57,11 +57,23 @@ def _end_with_owner(owner: int) -> None:
     threading.Thread(target=watch, name="musicid-owner-watch", daemon=True).start()
 
 
+class OwnedPool(ProcessPoolExecutor):
+    """A pool that, left by an exception (a stopped stage: SIGTERM, Ctrl-C, an error), ends its workers
+    and drops the queued jobs at once; ProcessPoolExecutor would run every queued job first."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            return bool(super().__exit__(exc_type, exc, tb))
+        for process in list((self._processes or {}).values()):
+            process.terminate()
+        self.shutdown(wait=False, cancel_futures=True)
+        return False
+
+
 def worker_pool(workers: int, context: Any) -> ProcessPoolExecutor:
     """A ProcessPoolExecutor on `context` whose workers end with this process."""
     os.environ[OWNER_ENV] = str(os.getpid())  # inherited by a forkserver started now
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_owner,
-                               initargs=(os.getpid(),))
+    return OwnedPool(max_workers=workers, mp_context=context, initializer=_end_with_owner, initargs=(os.getpid(),))
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

@@ -1,9 +1,18 @@
-"""`musicid stage NAME`: the pipeline stages as dvc.yaml runs them."""
+"""`musicid stage NAME`: the pipeline stages as dvc.yaml runs them.
+
+A stage stops cleanly on Ctrl-C (SIGINT) and SIGTERM, and when whoever started it (`dvc repro`)
+dies, even by SIGKILL: it gets SIGTERM from the kernel then (PR_SET_PDEATHSIG) instead of running
+on as an orphan. Stopping unwinds the stage: its staging folders and unfinished MLflow run are
+discarded or marked failed, its worker pools end, and it prints one line and exits 130 / 143.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
@@ -11,6 +20,22 @@ from musicid.cli.base import (
     PARAMS_OPTION, WORKERS_OPTION,
     _log_to_stderr, main,
 )
+
+
+class StageStopped(BaseException):
+    """SIGTERM arrived: unwind like KeyboardInterrupt (not an Exception, so no handler swallows it)."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise StageStopped(signal.Signals(signum).name)
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM raises StageStopped; the kernel sends SIGTERM when the parent (dvc) dies."""
+    from musicid.parallel import kill_me_with_parent
+
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    kill_me_with_parent(os.getppid(), sig=signal.SIGTERM)
 
 
 def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
@@ -22,9 +47,16 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
         from musicid.fsutil import sweep_stale_staging_under
         from musicid.layout import STAGING_ROOTS
 
+        _stop_with_parent()
         _log_to_stderr()
         sweep_stale_staging_under(*STAGING_ROOTS)
-        run(load_params(params_path), workers=workers)
+        try:
+            run(load_params(params_path), workers=workers)
+        except (StageStopped, KeyboardInterrupt) as stopped:
+            how = str(stopped) if isinstance(stopped, StageStopped) else "SIGINT"
+            click.echo(f"{name}: stopped by {how} after {time.monotonic() - began:.1f} s; nothing it had not "
+                       "finished was kept (rerun to go on)", err=True)
+            sys.exit(143 if how == "SIGTERM" else 130)
         click.echo(f"{name}: finished in {time.monotonic() - began:.1f} s")
 
     command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."

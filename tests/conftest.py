@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -100,7 +101,7 @@ def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> Path:
+def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> Iterator[Path]:
     """A private tracking DB for this test, named by MLFLOW_TRACKING_URI (as users would)."""
     import shutil
 
@@ -108,6 +109,12 @@ def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_
     path.parent.mkdir()
     shutil.copy(_mlflow_template_db, path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{path}")  # mlflow.set_registry_uri exports it: undone after
     for name in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MUSICID_MODEL_URI"):
         monkeypatch.delenv(name, raising=False)
-    return path
+    yield path
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    mlflow.set_tracking_uri(None)  # the next test starts from MLflow's defaults, not this test's deleted DB
+    registry_utils._registry_uri = None

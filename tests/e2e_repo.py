@@ -57,7 +57,7 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     env.update(DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"))
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     # runs and models go to the default place, <repo>/mlflow.db, as for a user
-    for name in ("MLFLOW_TRACKING_URI", "MUSICID_MODEL_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MUSICID_MODEL_URI", "DVC_ROOT", "DVC_EXP_NAME"):
         env.pop(name, None)
     return env
 

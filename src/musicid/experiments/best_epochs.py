@@ -45,11 +45,16 @@ def find_prod_run(ref: str | None) -> Any:
     return runs[0]
 
 
-def _selection(run: Any) -> tuple[str, list[str]]:
-    """(the per-epoch figure phases select by, the held-out figures) the run's family logs."""
-    if run.data.tags.get("musicid.family") == "fingerprint":
-        return "val_top1", ["top1_test"]
-    return "val_mAP", [f"mAP_{name}" for name in run.data.params.get("prod.holdout", "").split(",") if name]
+def _held_out(run: Any) -> list[str]:
+    """The per-epoch held-out figures of the run's family (each family declares them)."""
+    from musicid.families import FAMILIES, FAMILY_NAMES
+    from musicid.tracking.runs import TAG_FAMILY
+
+    family = run.data.tags.get(TAG_FAMILY, "")
+    declared = FAMILIES[family].prod_heldout if family in FAMILY_NAMES else None
+    if declared is None:
+        raise BestEpochsError(f"run {run.info.run_id}: family {family!r} declares no production training")
+    return declared(dict(run.data.params))
 
 
 def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -59,7 +64,7 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
     from musicid.tracking.runs import tracking_errors
 
     client = mlflow.MlflowClient()
-    selects, held = _selection(run)
+    held = _held_out(run)
     with tracking_errors("cannot read the production run's phases"):
         children = mlflow.search_runs([run.info.experiment_id], output_format="list",
                                       filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
@@ -68,7 +73,7 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
         rows, elapsed = [], 0.0
         for child in children:
             series: dict[int, dict[str, Any]] = {}
-            for key in ("seconds", selects, *held):
+            for key in ("seconds", *held):
                 for m in client.get_metric_history(child.info.run_id, key):
                     series.setdefault(m.step, {})[key] = m.value
             for epoch in sorted(series):

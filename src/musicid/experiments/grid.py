@@ -87,6 +87,11 @@ def default_seed_keys(keys: list[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def raw_params(params_path: str | Path) -> dict[str, Any]:
+    """params.yaml as a plain mapping (points are set on it, then validated as a whole)."""
+    return yaml.load(Path(params_path).read_text(), Loader=YAML_LOADER) or {}
+
+
 def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid:
     """Read and validate GRID.yaml against params.yaml; ConfigError names the offending key."""
     path = Path(path)
@@ -110,7 +115,7 @@ def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}", name):
         raise ConfigError(f"{path}: grid name {name!r}: letters, digits, - and _ only (it names the DVC experiments)")
     grid = Grid(name, dict(grid_params), seed_keys)
-    base = yaml.load(Path(params_path).read_text(), Loader=YAML_LOADER) or {}
+    base = raw_params(params_path)
     for key in seed_keys:
         if not isinstance(get_dotted(base, key), int):
             raise ConfigError(f"{path}: seed key {key} is not an integer in {params_path}")

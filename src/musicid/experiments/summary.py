@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from musicid.errors import MusicidError
-from musicid.experiments.grid import apply_point, get_dotted
+from musicid.experiments.grid import apply_point, get_dotted, raw_params
 from musicid.experiments.tune import TAG_POINT, TAG_SEED, TAG_TUNE, TUNE_REPORTS
 from musicid.families.base import Trainer
 
@@ -122,16 +122,14 @@ def reading(accuracy_slope: float, loss_slope: float, loss_level: float, flat: f
     return "loss only"
 
 
-def patience_of(stage: str, point: str, params_path: Path) -> int:
+def patience_of(trainer: Trainer, point: str, base: dict[str, Any]) -> int:
+    """The stage's early-stopping patience at this grid point (params.yaml with the point's values)."""
     import yaml
 
-    from musicid.config import YAML_LOADER
-
-    base = yaml.load(params_path.read_text(), Loader=YAML_LOADER) or {}
     values = dict(item.split("=", 1) for item in point.split()) if point else {}
     raw = apply_point(base, {k: yaml.safe_load(v) for k, v in values.items()})
     try:
-        return int(get_dotted(raw, trainers_by_stage()[stage].patience_key))
+        return int(get_dotted(raw, trainer.patience_key))
     except (MusicidError, TypeError, ValueError):
         return 2
 
@@ -139,7 +137,7 @@ def patience_of(stage: str, point: str, params_path: Path) -> int:
 def summarise(groups: list[PointRuns], metrics: list[str], last: int | None, flat: float,
               params_path: Path = Path("params.yaml")) -> list[dict[str, Any]]:
     """One row per (stage, point): seeds, best epoch, each metric's mean ± std, slope, and the reading."""
-    trainers = trainers_by_stage()
+    trainers, base = trainers_by_stage(), raw_params(params_path)
     rows = []
     for group in groups:
         trainer = trainers[group.stage]
@@ -148,7 +146,7 @@ def summarise(groups: list[PointRuns], metrics: list[str], last: int | None, fla
         if missing:
             raise SummaryError(f"{group.stage} runs have no per-epoch metric {', '.join(missing)}; "
                                f"they log: {', '.join(sorted(group.curves))}")
-        window = last or patience_of(group.stage, group.point, params_path)
+        window = last or patience_of(trainer, group.point, base)
         row: dict[str, Any] = {"stage": group.stage, "point": group.point, "seeds": len(group.seeds),
                                "deterministic": "/".join(sorted(group.deterministic)).lower(),
                                "best_epoch": float(np.mean(group.best_epochs)), "last_n": window}

@@ -58,14 +58,15 @@ def _dvc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> s
     return done.stdout
 
 
+def queue_tasks(check: bool = True) -> dict[str, str]:
+    """Every task `dvc queue status` lists: name → status (Queued, Running, Success, Failed)."""
+    rows = (line.split() for line in _dvc("queue", "status", check=check).splitlines()[1:])
+    return {parts[1]: parts[-1] for parts in rows if len(parts) >= 3}
+
+
 def existing_experiments() -> set[str]:
     """Names DVC already knows (experiments and queued tasks): a new sweep must not reuse them."""
-    names = set(_dvc("exp", "list", "--name-only", check=False).split())
-    for line in _dvc("queue", "status", check=False).splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 2:
-            names.add(parts[1])
-    return names
+    return set(_dvc("exp", "list", "--name-only", check=False).split()) | set(queue_tasks(check=False))
 
 
 def queue(grid: Grid, planned: list[Planned], stages: tuple[str, ...] = ()) -> None:
@@ -83,14 +84,8 @@ def queue(grid: Grid, planned: list[Planned], stages: tuple[str, ...] = ()) -> N
 
 
 def queue_status(names: set[str]) -> dict[str, str]:
-    """Status of each named task in `dvc queue status` (Queued, Running, Success, Failed)."""
-    found = {}
-    for line in _dvc("queue", "status").splitlines():
-        parts = line.split()
-        for part in parts:
-            if part in names:
-                found[part] = parts[-1]
-    return found
+    """Status of each named task in `dvc queue status`."""
+    return {name: status for name, status in queue_tasks().items() if name in names}
 
 
 def run_queue(planned: list[Planned], jobs: int, poll_s: float = 3.0,

@@ -47,6 +47,8 @@ class Family:
     register: Callable[[Params], str] | None = None  # `musicid registry register`: workspace model → registry
     more_registries: Callable[[Params], list[RegistryConfig]] | None = None  # further registered models (pitch: the transcriber)
     trainers: tuple[Trainer, ...] = ()  # its training stages, for `musicid exp tune` / `exp summary`
+    prod_heldout: Callable[[dict[str, str]], list[str]] | None = None  # its -train-prod run's params → the
+    # per-epoch held-out figures every phase logs (what `musicid exp best-epochs` ranks)
 
     @property
     def layout(self) -> FamilyLayout:

@@ -31,4 +31,5 @@ FAMILY = Family(
     code=("src/musicid/families/fingerprint",),
     register=stages.register_workspace,
     trainers=(Trainer("fingerprint-train", "fingerprint.train", accuracy="val_top1", loss="val_loss"),),
+    prod_heldout=lambda run_params: ["top1_test"],  # the test split's windows (fingerprint/prod.py HELD_OUT)
 )

@@ -25,4 +25,5 @@ FAMILY = Family(
     code=("src/musicid/families/works",),
     register=stages.register_workspace,
     trainers=(Trainer("works-train", "works.train", accuracy="val_mAP", loss="val_loss"),),
+    prod_heldout=lambda run_params: [f"mAP_{name}" for name in run_params.get("prod.holdout", "").split(",") if name],
 )

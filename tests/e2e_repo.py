@@ -43,11 +43,13 @@ TINY_PARAMS = {
     "pitch_frame": {"channels": [4, 4, 4], "lstm_hidden": 4, "context_frames": 3, "epochs": 1, "steps_per_epoch": 2,
                     "batch_size": 2, "eval_windows": 4, "device": "cpu"},
     "pitch_transcribe": {"device": "cpu"},
+    "pitch_prod": {"folds": 2, "epochs": 1, "final_epochs": 1},
 }
 FINGERPRINT_STAGES = tuple(f"fingerprint-{s}" for s in ("shards", "train", "index", "evaluate", "report", "train-prod"))
 WORKS_STAGES = tuple(f"works-{s}" for s in ("split", "features", "train", "index", "evaluate", "report", "train-prod"))
 PITCH_STAGES = tuple(f"pitch-{s}" for s in ("synth", "notes-render", "notes-shards", "onset-train", "frame-train",
-                                             "transcribe-evaluate", "transcribe-report", "train", "evaluate", "report"))
+                                             "transcribe-evaluate", "transcribe-report", "train-prod", "train", "evaluate",
+                                             "report"))
 STAGES = ("synth", "ingest", "prepare", *FINGERPRINT_STAGES, *WORKS_STAGES, *PITCH_STAGES)
 
 

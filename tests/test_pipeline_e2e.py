@@ -122,6 +122,15 @@ def test_transcription_stages_write_their_networks_records_and_notes(reproduced:
         assert result["tracks"] >= 1 and {"onset_f1", "onset_offset_f1"} <= set(result["note"])
         assert 0 <= result["frame_level"]["frame"]["f1"] <= 1
     assert evaluation["networks"]["onset"]["kind"] == "onset" and "eval_f1" in evaluation["networks"]["frame"]
+    # pitch-train-prod: both networks on every train + val track, 2 folds + final each, test tracks held out
+    prod = json.loads((repo / "reports/pitch/train-prod/metrics.json").read_text())
+    assert list(prod["networks"]) == ["onset", "frame"] and prod["early_stop_on"] == "chorales"
+    for kind in ("onset", "frame"):
+        assert json.loads((repo / f"models/pitch-prod/{kind}/config.json").read_text())["phases"] == ["fold-1", "fold-2", "final"]
+        assert prod["networks"][kind]["train_tracks"] == {"synthetic": 2, "chorales": 2}
+        assert f"{kind}_test_chorales_f1" in prod["final"]
+    best = _run(["musicid", "exp", "best-epochs"], repo, env, stdout_only=True)
+    assert "(onset network)" in best and "(frame network)" in best and "## by test_chorales_f1" in best
     # registered as musicid-transcriber (both networks + post-processing), with its card and checklist
     listed = _run(["musicid", "registry", "list", "--name", "musicid-transcriber"], repo, env)
     onset_sig = json.loads((repo / "models/pitch-onset/config.json").read_text())["signature"]

@@ -172,3 +172,66 @@ def test_bad_transcription_params_name_the_key() -> None:
         parse_params({"pitch_transcribe": {"onset_threshold": 1.5}})
     with pytest.raises(ConfigError, match="pitch_frame.context_frames"):
         parse_params({"pitch_frame": {"context_frames": 0}})
+
+
+def test_production_transcriber_resumes_mid_network_to_the_same_networks_and_ranks_each(
+        tmp_path: Path, mlflow_db: Path) -> None:
+    """pitch-train-prod's library: onset then frame network, each 2 folds + a final run on the
+    synthetic set's train + val tracks (test tracks held out). Killed (an exception) in the frame
+    network's second fold, the rerun restores the onset network's phases (trains none of them again),
+    resumes the frame network and ends with the same networks as an uninterrupted run; each phase is a
+    nested MLflow run tagged with its network, and `exp best-epochs` ranks each network on its own."""
+    from musicid.config import PitchProdConfig, TrackingConfig
+    from musicid.experiments.best_epochs import best_epochs
+    from musicid.families.pitch.prod import train_transcriber_prod
+    from musicid.models.io import read_config
+    from musicid.tracking import stage_run
+
+    cfg = notes_cfg(synthetic={"works": {"train": 2, "val": 1, "test": 1}, "versions": 2, "max_duration_s": 4.0})
+    render_source("synthetic", cfg, tmp_path / "labelled" / "synthetic")
+    for split in ("train", "val", "test"):
+        build_frames_set(cfg, tmp_path / "labelled/synthetic", "synthetic", split, tmp_path / f"shards/synthetic-{split}.zarr")
+    tiny = {"channels": [4, 4, 4], "lstm_hidden": 4, "context_frames": 3, "epochs": 1, "steps_per_epoch": 2,
+            "batch_size": 2, "eval_windows": 4, "device": "cpu", "sets": ["synthetic"]}
+    params = parse_params({"pitch_onset": tiny, "pitch_frame": tiny})
+    networks = {"onset": params.pitch_onset, "frame": params.pitch_frame}
+    prod = PitchProdConfig(folds=2, epochs=2, final_epochs=1, early_stop_on="synthetic")
+
+    def train(out: str, run=None, on_epoch=None) -> dict:
+        return train_transcriber_prod(tmp_path / "shards", tmp_path / "labelled", cfg, networks, prod,
+                                      tmp_path / out / "model", tmp_path / out / "report", tmp_path / out / "state",
+                                      run=run, progress=False, on_epoch=on_epoch)
+
+    reference = train("ref")
+    assert list(reference["networks"]) == ["onset", "frame"]
+    assert reference["networks"]["onset"]["train_tracks"] == {"synthetic": 6}  # 3 works × 2 renderings, test held out
+    assert all(n == 3 for n in reference["networks"]["onset"]["fold_tracks"]["synthetic"].values())
+    assert set(reference["final"]) >= {"onset_test_synthetic_f1", "frame_test_synthetic_f1"}
+    assert read_config(tmp_path / "ref/model/frame")["kind"] == "frame"
+    tracking = TrackingConfig(system_metrics=False)
+
+    class Stop(Exception):
+        pass
+
+    epochs = []
+
+    def stop_in_frame_fold_2(epoch: int) -> None:
+        epochs.append(epoch)
+        if len(epochs) == 8:  # onset: 2 + 2 + 1 epochs; frame: fold-1 2, fold-2 epoch 1
+            raise Stop
+
+    with pytest.raises(Stop), stage_run("pitch-train-prod", tracking, {"prod": prod.model_dump()}, family="pitch") as run:
+        train("run", run, stop_in_frame_fold_2)
+    epochs.clear()
+    with stage_run("pitch-train-prod", tracking, {"prod": prod.model_dump(), "onset": networks["onset"].model_dump(),
+                                                 "frame": networks["frame"].model_dump()}, family="pitch") as run:
+        resumed = train("run", run, epochs.append)
+    assert len(epochs) == 2, epochs  # the frame network's fold-2 epoch 2 and its final epoch: nothing else again
+    assert resumed["signature"] == reference["signature"] and resumed["final"] == reference["final"]
+    assert (tmp_path / "run/report/frame/best-epochs.md").read_text().startswith(
+        "# Best epochs of production training (frame network)")
+    found, by_network, metrics = best_epochs(None)
+    assert found.info.run_id == run.run_id and metrics == ["test_synthetic_f1"] and list(by_network) == ["onset", "frame"]
+    for kind in ("onset", "frame"):
+        assert [(r["phase"], r["epoch"]) for r in by_network[kind]["test_synthetic_f1"]] == [
+            (r["phase"], r["epoch"]) for r in resumed["networks"][kind]["best_epochs"]["test_synthetic_f1"]]

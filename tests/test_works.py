@@ -406,8 +406,9 @@ def test_production_training_resumes_mid_fold_to_the_same_model_and_reports_best
                                    tmp_path / "state", run=run, progress=False)
     assert resumed["signature"] == reference["signature"] and resumed["final"] == reference["final"]
     assert (tmp_path / "report" / "best-epochs.md").read_text().startswith("# Best epochs of production training")
-    found, ranked, metrics = best_epochs(None)
+    found, by_network, metrics = best_epochs(None)
     assert found.info.run_id == run.run_id and metrics == [f"mAP_{n}" for n in ("test_unseen", "val_unseen")]
+    (ranked,) = by_network.values()  # one network: no network tag
     key = "average"
     assert [(r["phase"], r["epoch"]) for r in ranked[key]] == [(r["phase"], r["epoch"]) for r in resumed["best_epochs"][key]]
     out = CliRunner().invoke(main, ["exp", "best-epochs", run.run_id, "--top", "3"])

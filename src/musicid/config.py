@@ -724,6 +724,14 @@ def _transcriber_registry() -> "RegistryConfig":
     )
 
 
+class PitchProdConfig(ProdTrainConfig):
+    """pitch-train-prod: the transcriber's networks on every train + val track (folds by track,
+    stratified by piece, per set); the test tracks stay held out, scored every epoch."""
+
+    networks: list[Literal["onset", "frame"]] = Field(default_factory=lambda: ["onset", "frame"], min_length=1)
+    early_stop_on: Literal["synthetic", "chorales"] = "chorales"  # the test set the final runs select their best epoch on
+
+
 POST_PROCESSING = ("onset_threshold", "frame_threshold", "adjacent_time_s", "min_note_s")  # what turns probabilities into notes
 
 
@@ -760,6 +768,7 @@ class Params(Section):
     pitch_onset: NoteNetConfig = Field(default_factory=_onset_net)
     pitch_frame: NoteNetConfig = Field(default_factory=_frame_net)
     pitch_transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
+    pitch_prod: PitchProdConfig = Field(default_factory=lambda: PitchProdConfig(later_lr=2e-3, epochs=3, final_epochs=3))
 
     def family(self, name: str) -> Section:
         """A family's params section by family name."""

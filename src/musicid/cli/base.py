@@ -48,9 +48,11 @@ def main() -> None:
     Model families on one pipeline (dvc.yaml): synth → ingest → prepare, then per family
     fingerprint-{shards,train,index,evaluate,report} (which recording, and where),
     works-{split,features,train,index,evaluate,report} (which composition a performance is a
-    version of), each with a `-train-prod` stage (K-fold production training), and pitch-{synth,train,evaluate,report} (which pitches sound in each window) with
+    version of), and pitch-{synth,train,evaluate,report} (which pitches sound in each window) with
     pitch-{notes-render,notes-shards,onset-train,frame-train,transcribe-evaluate,transcribe-report}
-    (notes: onset and frame networks on note-labelled audio, registered as musicid-transcriber). `dvc repro` rebuilds what is stale, and every run is
+    (notes: onset and frame networks on note-labelled audio, registered as musicid-transcriber);
+    each family has a `-train-prod` stage (K-fold production training; pitch's trains the onset and
+    frame networks). `dvc repro` rebuilds what is stale, and every run is
     tracked in MLflow. These commands inspect sources, validate manifests, look into stores, build
     indexes for any folder, manage the model registry and answer audio (with each family's registry
     champion by default): `musicid identify` for recordings, `musicid works identify` for works,

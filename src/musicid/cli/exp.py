@@ -118,16 +118,17 @@ def summary(tune_name: str | None, metrics: tuple[str, ...], last: int | None, f
 @JSON_OPTION
 def best_epochs(run_ref: str | None, top: int, as_json: bool) -> None:
     """Rank every epoch of a production training run (`<family>-train-prod`) across its folds and
-    final run, per held-out test set and by their average: phase, epoch, mAP, time elapsed.
+    final run, per held-out test set and by their average: phase, epoch, metric, time elapsed (each
+    network on its own where the stage trains several, as pitch-train-prod does).
 
     RUN is an MLflow run id or a DVC experiment name; default: the newest production run.
     """
     from musicid.experiments.best_epochs import best_epochs as rank
     from musicid.training.kfold import format_best_epochs
 
-    run, ranked, metrics = rank(run_ref, top)
+    run, by_network, metrics = rank(run_ref, top)
     if as_json:
-        _emit_json({"run_id": run.info.run_id, "ranked": ranked})
+        _emit_json({"run_id": run.info.run_id, "ranked": by_network.get("", by_network)})
         return
     click.echo(f"run {run.info.run_id} ({run.info.run_name}), held-out sets: {', '.join(metrics)}\n")
-    click.echo(format_best_epochs(ranked, metrics))
+    click.echo("\n".join(format_best_epochs(ranked, metrics, network) for network, ranked in by_network.items()))

@@ -1,9 +1,11 @@
 """`musicid exp best-epochs RUN`: the best epochs of a production training run, read back from MLflow.
 
 A `<family>-train-prod` run has one nested run per phase (tag `musicid.phase`: fold-1 … final), each
-logging its held-out sets' mAP every epoch. This ranks every epoch of every phase per held-out set
-and by their average (phase, epoch, metric, time elapsed since the run began), as CoverHunterMPS's
-production log report does, from the tracking server rather than from a log file.
+logging its held-out sets' figures every epoch. This ranks every epoch of every phase per held-out
+set and by their average (phase, epoch, metric, time elapsed since the run began), as CoverHunterMPS's
+production log report does, from the tracking server rather than from a log file. A stage that
+trains several networks (pitch: onset, frame) tags each phase with its network
+(`musicid.network`): each network is ranked on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from musicid.errors import MusicidError
-from musicid.training.kfold import FINAL, TAG_PHASE, rank_epochs
+from musicid.training.kfold import FINAL, TAG_NETWORK, TAG_PHASE, rank_epochs
 
 
 class BestEpochsError(MusicidError):
@@ -57,8 +59,9 @@ def _held_out(run: Any) -> list[str]:
     return declared(dict(run.data.params))
 
 
-def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every epoch of every phase of `run` in order (elapsed: cumulative training seconds); the held-out metrics."""
+def epoch_rows(run: Any) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Per network ("" for a one-network stage), every epoch of every phase of `run` in order
+    (elapsed: cumulative training seconds of that network); the held-out metrics."""
     import mlflow
 
     from musicid.tracking.runs import tracking_errors
@@ -68,24 +71,29 @@ def epoch_rows(run: Any) -> tuple[list[dict[str, Any]], list[str]]:
     with tracking_errors("cannot read the production run's phases"):
         children = mlflow.search_runs([run.info.experiment_id], output_format="list",
                                       filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-        children = sorted((c for c in children if TAG_PHASE in c.data.tags),
-                          key=lambda c: _phase_order(c.data.tags[TAG_PHASE]))
-        rows, elapsed = [], 0.0
+        children = [c for c in children if TAG_PHASE in c.data.tags]
+        order = {network: i for i, network in enumerate(dict.fromkeys(
+            c.data.tags.get(TAG_NETWORK, "") for c in sorted(children, key=lambda c: c.info.start_time)))}
+        children.sort(key=lambda c: (order[c.data.tags.get(TAG_NETWORK, "")], _phase_order(c.data.tags[TAG_PHASE])))
+        rows: dict[str, list[dict[str, Any]]] = {}
+        elapsed: dict[str, float] = {}
         for child in children:
+            network = child.data.tags.get(TAG_NETWORK, "")
             series: dict[int, dict[str, Any]] = {}
             for key in ("seconds", *held):
                 for m in client.get_metric_history(child.info.run_id, key):
                     series.setdefault(m.step, {})[key] = m.value
             for epoch in sorted(series):
-                elapsed += float(series[epoch].get("seconds", 0.0))
-                rows.append({"phase": child.data.tags[TAG_PHASE], "epoch": epoch, **series[epoch],
-                             "elapsed_s": round(elapsed, 1)})
+                elapsed[network] = elapsed.get(network, 0.0) + float(series[epoch].get("seconds", 0.0))
+                rows.setdefault(network, []).append({"phase": child.data.tags[TAG_PHASE], "epoch": epoch,
+                                                     **series[epoch], "elapsed_s": round(elapsed[network], 1)})
     if not rows:
         raise BestEpochsError(f"run {run.info.run_id} has no phase runs with per-epoch metrics")
-    return rows, [m for m in held if any(m in r for r in rows)]
+    return rows, [m for m in held if any(m in r for network_rows in rows.values() for r in network_rows)]
 
 
-def best_epochs(ref: str | None, top: int = 5) -> tuple[Any, dict[str, list[dict[str, Any]]], list[str]]:
+def best_epochs(ref: str | None, top: int = 5) -> tuple[Any, dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
+    """The run, per network ("" for a one-network stage) its ranked epochs, and the held-out metrics."""
     run = find_prod_run(ref)
     rows, metrics = epoch_rows(run)
-    return run, rank_epochs(rows, metrics, top), metrics
+    return run, {network: rank_epochs(network_rows, metrics, top) for network, network_rows in rows.items()}, metrics

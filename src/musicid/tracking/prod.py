@@ -22,7 +22,9 @@ def run_prod_stage(family: str, params: Params, logged: dict[str, Any],
         run.set_tags({TAG_SIGNATURE: summary["signature"]})
         run.log_metrics({f"final_{k}": v for k, v in summary["final"].items()})
         run.log_artifact(layout.prod_report, "reports/train-prod")
-        run.log_artifact(layout.prod_model / "config.json", "model")
+        for config in sorted(layout.prod_model.rglob("config.json")):  # one per network the stage trains
+            sub = config.parent.relative_to(layout.prod_model).as_posix()
+            run.log_artifact(config, "model" if sub == "." else f"model/{sub}")
     final = ", ".join(f"{k} {v:.3f}" for k, v in summary["final"].items())
     print(f"{family}-train-prod: {summary['folds']} folds + final run; final model ({final}), "
           f"signature {summary['signature']} → {layout.prod_model}; best epochs: {layout.prod_report / 'best-epochs.md'}")

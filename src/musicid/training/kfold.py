@@ -93,7 +93,8 @@ class PhaseResult:
 
 
 TAG_PHASE = "musicid.phase"  # on each phase's nested MLflow run: fold-1 … fold-K, final
-TrainPhase = Callable[[Phase, "dict[str, torch.Tensor] | None", Path, Callable], tuple["dict[str, torch.Tensor]", LoopResult]]
+TAG_NETWORK = "musicid.network"  # and, where a family trains several networks in one stage, which one
+TrainPhase = Callable[[Phase, "dict[str, torch.Tensor] | None", Path, Callable], tuple[torch.nn.Module, LoopResult]]
 
 
 class _Untracked:
@@ -106,42 +107,50 @@ class _Untracked:
         pass
 
 
-def _phase_run(run: Any, phase: Phase) -> Any:
+def _phase_run(run: Any, phase: Phase, network: str) -> Any:
     """The phase's nested run under `run` (a tracking StageRun), or an inert one."""
-    return run.child(phase.name, {TAG_PHASE: phase.name}) if run is not None else contextlib.nullcontext(_Untracked())
+    if run is None:
+        return contextlib.nullcontext(_Untracked())
+    tags = {TAG_PHASE: phase.name} | ({TAG_NETWORK: network} if network else {})
+    return run.child(f"{network} {phase.name}" if network else phase.name, tags)
 
 
-def run_phases(phases: list[Phase], state_dir: Path, train_phase: TrainPhase,
-               run: Any = None) -> tuple[list[PhaseResult], dict[str, Any]]:
+def run_phases(phases: list[Phase], state_dir: Path, train_phase: TrainPhase, run: Any = None, seed: int = 0,
+               network: str = "") -> tuple[list[PhaseResult], dict[str, Any]]:
     """Run (or restore) each phase in order, each starting from the previous one's best weights.
 
-    `train_phase(phase, init_state, checkpoint_dir, log_epoch)` trains one phase and returns (best
-    weights, the loop's result). With `run` (a StageRun) each phase is a nested MLflow run, also a
-    phase restored from an earlier, interrupted process (its history logged again). Returns every
-    phase's result and the final weights.
+    `train_phase(phase, init_state, checkpoint_dir, log_epoch)` trains one phase and returns (the
+    model at its best epoch, the loop's result); torch is seeded with `seed` + the phase's index
+    first, so a phase draws the same whether earlier phases ran in this process or were restored.
+    With `run` (a StageRun) each phase is a nested MLflow run (tagged with `network` when a stage
+    trains several), also a phase restored from an earlier, interrupted process (its history logged
+    again). Returns every phase's result and the final weights.
     """
     results: list[PhaseResult] = []
     state: dict[str, Any] | None = None
+    label = f"{network} " if network else ""
     for phase in phases:
         record = state_dir / f"{phase.name}.pt"
-        with _phase_run(run, phase) as child:
+        with _phase_run(run, phase, network) as child:
             if record.is_file():
                 saved = torch.load(record, map_location="cpu", weights_only=True)
                 state = saved["model"]
                 result = PhaseResult(phase.name, int(saved["best_epoch"]), json.loads(saved["history_json"]), resumed=True)
-                print(f"{phase.name}: finished earlier (best epoch {result.best_epoch}), restored from {record}")
+                print(f"{label}{phase.name}: finished earlier (best epoch {result.best_epoch}), restored from {record}")
                 for row in result.history:
                     child.log_epoch(row)
             else:
                 began = time.perf_counter()
-                state, loop = train_phase(phase, state, state_dir / phase.name, child.log_epoch)
+                torch.manual_seed(seed + phase.index)
+                model, loop = train_phase(phase, state, state_dir / phase.name, child.log_epoch)
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
                 result = PhaseResult(phase.name, loop.best_epoch, loop.history)
                 state_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_file(record) as tmp:
                     torch.save({"model": state, "best_epoch": result.best_epoch,
                                 "history_json": json.dumps(result.history), "phase": json.dumps(asdict(phase))}, tmp)
                 finish(state_dir / phase.name)
-                print(f"{phase.name}: best epoch {result.best_epoch} of {len(result.history)} "
+                print(f"{label}{phase.name}: best epoch {result.best_epoch} of {len(result.history)} "
                       f"({time.perf_counter() - began:.0f} s)")
             child.log_metrics({"best_epoch": result.best_epoch})
         results.append(result)
@@ -172,9 +181,9 @@ def rank_epochs(rows: list[dict[str, Any]], metrics: list[str], top: int = 5) ->
     return ranked
 
 
-def format_best_epochs(ranked: dict[str, list[dict[str, Any]]], metrics: list[str]) -> str:
+def format_best_epochs(ranked: dict[str, list[dict[str, Any]]], metrics: list[str], network: str = "") -> str:
     """The production log report: per held-out set (and by their average), the best epochs across phases."""
-    lines = ["# Best epochs of production training", ""]
+    lines = [f"# Best epochs of production training{f' ({network} network)' if network else ''}", ""]
     for by, rows in ranked.items():
         lines += [f"## by {by}", ""]
         if not rows:
@@ -190,19 +199,21 @@ def format_best_epochs(ranked: dict[str, list[dict[str, Any]]], metrics: list[st
     return "\n".join(lines)
 
 
-def write_reports(results: list[PhaseResult], metrics: list[str], report_dir: Path, selects: str) -> dict[str, Any]:
-    """history.csv (every epoch of every phase), best-epochs.md and curves.png; the summary's shared part.
+def write_reports(results: list[PhaseResult], metrics: list[str], report_dir: Path, selects: str,
+                  network: str = "") -> dict[str, Any]:
+    """history.csv (every figure of every epoch of every phase), best-epochs.md and curves.png; the
+    summary's shared part.
 
     `metrics` are the held-out figures scored every epoch (higher is better); `selects` is the
     per-epoch figure each phase chose its best epoch by.
     """
     rows = epoch_table(results)
     report_dir.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(["phase", "epoch", "train_loss", "val_loss", selects, *metrics, "lr", "seconds",
-                                 "elapsed_s"]))
+    first, last = ["phase", "epoch", "train_loss", selects, *metrics], ["lr", "seconds", "elapsed_s"]
+    fields = list(dict.fromkeys([*first, *(k for r in rows for k in r if k not in last), *last]))
     write_history(report_dir / "history.csv", rows, fields)
     ranked = rank_epochs(rows, metrics)
-    (report_dir / "best-epochs.md").write_text(format_best_epochs(ranked, metrics))
+    (report_dir / "best-epochs.md").write_text(format_best_epochs(ranked, metrics, network))
     plot_phases(rows, [selects, *metrics], report_dir / "curves.png")
     final = results[-1]
     return {

@@ -68,10 +68,9 @@ def train_fingerprinter_prod(
     held_out = validation_set(torch.from_numpy(read_windows(shards / "test.zarr")), spec, cfg, seed_offset=11)
     state_dir = state_root / run_key(model_cfg, cfg, prod, deterministic, store_version(shards))
 
-    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path, log_epoch: Any) -> tuple[dict, LoopResult]:
+    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path, log_epoch: Any) -> tuple[torch.nn.Module, LoopResult]:
         trains = np.ones(len(row_fold), bool) if phase.is_final else row_fold != phase.index
         validation = held_out if phase.is_final else validation_set(wave[torch.from_numpy(~trains)], spec, cfg)
-        torch.manual_seed(cfg.seed + phase.index)  # each phase's draws independent of how earlier ones ran (resume)
         print(f"fingerprint-train-prod: {phase.name}: {int(trains.sum())} training windows, validated on "
               f"{'the held-out test windows' if phase.is_final else f'{int((~trains).sum())} windows of its fold'}, "
               f"lr {phase.lr:g}")
@@ -79,10 +78,10 @@ def train_fingerprinter_prod(
                                         device, reports={HELD_OUT: held_out}, init_state=init_state, lr=phase.lr,
                                         epochs=phase.epochs, progress=progress, log_epoch=log_epoch, on_epoch=on_epoch,
                                         label=f"fingerprint-train-prod {phase.name}")
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, loop
+        return model, loop
 
     phases = plan_phases(prod.folds, cfg.lr, prod.later_lr, prod.epochs, prod.final_epochs)
-    results, state = run_phases(phases, state_dir, train_phase, run)
+    results, state = run_phases(phases, state_dir, train_phase, run, seed=cfg.seed)
     model = Fingerprinter(spec)
     model.load_state_dict(state)
     info = {"train": cfg.model_dump(), "prod": prod.model_dump(), "data_version": state_dir.name,

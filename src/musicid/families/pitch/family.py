@@ -9,6 +9,15 @@ from musicid.families.base import Family, Trainer
 from musicid.families.pitch import stages
 
 
+def _prod_heldout(run_params: dict[str, str]) -> list[str]:
+    """pitch-train-prod's per-epoch held-out figures: test F1 of each set its networks train on."""
+    from musicid.families.pitch.prod import heldout_metrics
+
+    networks = run_params.get("prod.networks", "").split(",")
+    sets = [s for kind in networks for s in run_params.get(f"{kind}.sets", "").split(",") if s]
+    return heldout_metrics(list(dict.fromkeys(sets)))
+
+
 def _load(model_dir: Path, device: str) -> Any:
     from musicid.families.pitch.io import load_model
 
@@ -30,4 +39,5 @@ FAMILY = Family(
         Trainer("pitch-onset-train", "pitch_onset", accuracy="eval_f1", loss="eval_loss"),
         Trainer("pitch-frame-train", "pitch_frame", accuracy="eval_f1", loss="eval_loss"),
     ),
+    prod_heldout=_prod_heldout,
 )

@@ -25,7 +25,7 @@ from musicid.models.io import save_model
 from musicid.store import WindowDataset, open_store
 from musicid.training import fit, run_key, store_version, write_history
 from musicid.training.determinism import seed_everything
-from musicid.training.loop import TrainResult, finish
+from musicid.training.loop import LoopResult, TrainResult, finish
 
 FAMILY = "pitch"
 KINDS = ("onset", "frame")
@@ -59,7 +59,7 @@ def frame_scores(probs: np.ndarray, target: np.ndarray, threshold: float) -> dic
 
 
 @torch.inference_mode()
-def predict_rows(model: NoteNet, ds: WindowDataset, rows: np.ndarray, device: torch.device, batch: int = 16) -> np.ndarray:
+def predict_rows(model: NoteNet, ds: Any, rows: np.ndarray, device: torch.device, batch: int = 16) -> np.ndarray:
     out = []
     for start in range(0, len(rows), batch):
         x = ds.read_batch(rows[start : start + batch])["waveform"].to(device)
@@ -67,17 +67,51 @@ def predict_rows(model: NoteNet, ds: WindowDataset, rows: np.ndarray, device: to
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def train_notenet(
-    kind: str, shards: Path, notes: PitchNotesConfig, cfg: NoteNetConfig, model_out: Path, report_dir: Path,
-    checkpoint_root: Path, progress: bool = True, log_epoch: Callable | None = None, on_epoch: Callable | None = None,
-    deterministic: bool = False,
-) -> TrainResult:
+class RowPool:
+    """Some rows of one or more stores of a set (a fold's share of its train and val stores), read as
+    one sequence: what a network trains on, or is scored on, in one phase."""
+
+    def __init__(self, parts: list[tuple[WindowDataset, np.ndarray]]) -> None:
+        self.parts = [(ds, np.asarray(rows, dtype=np.int64)) for ds, rows in parts if len(rows)]
+        self.starts = np.cumsum([0, *(len(rows) for _, rows in self.parts)])
+
+    @classmethod
+    def whole(cls, ds: WindowDataset) -> "RowPool":
+        return cls([(ds, np.arange(len(ds), dtype=np.int64))])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def read_batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """Rows in caller order, one read per store."""
+        index = np.asarray(index, dtype=np.int64)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        picked, batches = [], []
+        for p, (ds, rows) in enumerate(self.parts):
+            mine = np.flatnonzero(part == p)
+            if len(mine):
+                picked.append(mine)
+                batches.append(ds.read_batch(rows[index[mine] - self.starts[p]]))
+        if len(batches) == 1:
+            return batches[0]
+        back = torch.from_numpy(np.argsort(np.concatenate(picked), kind="stable"))
+        return {k: torch.cat([b[k] for b in batches])[back] for k in batches[0]}
+
+
+def scored_rows(pool: RowPool, n: int) -> np.ndarray:
+    """Up to `n` rows spread evenly over the pool (a track's windows are consecutive: the first rows
+    would be one track only)."""
+    return np.unique(np.linspace(0, len(pool) - 1, min(n, len(pool))).astype(np.int64))
+
+
+def open_sets(kind: str, shards: Path, notes: PitchNotesConfig, cfg: NoteNetConfig,
+              splits: tuple[str, ...] = ("train", "val")) -> tuple[NoteNetSpec, dict[str, dict[str, WindowDataset]]]:
+    """The network's spec and its labelled stores ({split: {set: dataset}}), refused in one line when
+    missing, empty or cut for another network."""
     if kind not in KINDS:
         raise NoteTrainingError(f"network kind {kind!r}: allowed {', '.join(KINDS)}")
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, deterministic)
     spec = spec_from(kind, notes, cfg)
-    paths = {s: {split: shards / f"{s}-{split}.zarr" for split in ("train", "val")} for s in cfg.sets}
+    paths = {split: {s: shards / f"{s}-{split}.zarr" for s in cfg.sets} for split in splits}
     missing = [str(p) for d in paths.values() for p in d.values() if not p.exists()]
     if missing:
         raise NoteTrainingError(f"missing labelled store(s) {', '.join(missing)}: add the source to pitch_notes.sources "
@@ -85,22 +119,39 @@ def train_notenet(
     for d in paths.values():
         for p in d.values():
             check_store(p, spec)
-    data = {split: {s: WindowDataset(d[split], targets=[kind], target_cache_mb=512) for s, d in paths.items()}
-            for split in ("train", "val")}
-    empty = [str(paths[s][split]) for split, by in data.items() for s, ds in by.items() if not len(ds)]
+    data = {split: {s: WindowDataset(p, targets=[kind], target_cache_mb=512) for s, p in d.items()} for split, d in paths.items()}
+    empty = [str(paths[split][s]) for split, by in data.items() for s, ds in by.items() if not len(ds)]
     if empty:
         raise NoteTrainingError(f"empty labelled store(s) {', '.join(empty)}: raise pitch_notes.synthetic.works / "
                                 f"chorales.pieces or drop the set from pitch_{kind}.sets")
+    return spec, data
+
+
+def fit_notenet(
+    spec: NoteNetSpec, cfg: NoteNetConfig, train: dict[str, RowPool], scored: dict[str, dict[str, RowPool]],
+    checkpoint_dir: Path, device: torch.device, *, init_state: dict | None = None, lr: float | None = None,
+    epochs: int | None = None, progress: bool = True, log_epoch: Callable | None = None,
+    on_epoch: Callable | None = None, label: str = "",
+) -> tuple[NoteNet, LoopResult]:
+    """One training run of a network on the `train` pools (half of each batch from each set); resumes
+    from `checkpoint_dir`.
+
+    Every epoch scores each named group of pools in `scored` ({name}_{set}_f1 and pooled
+    {name}_precision / _recall / _f1 / _loss): "train" and "eval" always, "eval" choosing the best
+    epoch, more (held-out test pools) where production training asks. `init_state` starts from other
+    weights; `lr` and `epochs` override the config's (production training's later phases).
+    """
+    kind = spec.kind
+    lr, epochs = lr or cfg.lr, epochs or cfg.epochs
     model = NoteNet(spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * cfg.steps_per_epoch)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * cfg.steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    per_set = max(1, cfg.batch_size // len(cfg.sets))
+    per_set = max(1, cfg.batch_size // len(train))
     pos_weight = torch.tensor(cfg.pos_weight, device=device)
-    scored = {split: {s: np.unique(np.linspace(0, len(ds) - 1, min(cfg.eval_windows, len(ds))).astype(np.int64))
-                      for s, ds in by.items()} for split, by in data.items()}
-    key = run_key(kind, notes, cfg, *(store_version(p) for d in paths.values() for p in d.values()))
-    checkpoint_dir = checkpoint_root / key
+    rows_of = {name: {s: scored_rows(pool, cfg.eval_windows) for s, pool in by.items()} for name, by in scored.items()}
 
     def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(batch["waveform"].to(device))
@@ -112,9 +163,9 @@ def train_notenet(
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for ds in data["train"].values():
-            rows = torch.randint(0, len(ds), (per_set,), generator=gen).numpy()
-            loss = loss_of(ds.read_batch(rows)) / len(data["train"])
+        for pool in train.values():
+            rows = torch.randint(0, len(pool), (per_set,), generator=gen).numpy()
+            loss = loss_of(pool.read_batch(rows)) / len(train)
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -125,12 +176,12 @@ def train_notenet(
     def validate(epoch: int) -> dict[str, float]:
         model.eval()
         row: dict[str, float] = {}
-        for name, split in SPLIT_NAMES.items():
+        for name, by in scored.items():
             probs, targets = [], []
-            for s, ds in data[split].items():
-                rows = scored[split][s]
-                p = predict_rows(model, ds, rows, device)
-                t = ds.read_batch(rows)[kind].numpy()
+            for s, pool in by.items():
+                rows = rows_of[name][s]
+                p = predict_rows(model, pool, rows, device)
+                t = pool.read_batch(rows)[kind].numpy()
                 row[f"{name}_{s}_f1"] = frame_scores(p, t, cfg.threshold)["f1"]
                 probs.append(p.reshape(-1, spec.n_pitches)), targets.append(t.reshape(-1, spec.n_pitches))
             p_all, t_all = np.concatenate(probs), np.concatenate(targets) > 0.5
@@ -146,12 +197,30 @@ def train_notenet(
             return True
         return abs(row["eval_f1"] - best["eval_f1"]) <= 1e-9 and row["eval_loss"] < best["eval_loss"]
 
-    label = f"pitch-{kind}-train"
-    loop = fit(model, optimizer, scheduler, gen, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+    loop = fit(model, optimizer, scheduler, gen, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
                patience=cfg.patience, checkpoint_dir=checkpoint_dir, step=step, validate=validate, better=better,
-               log_epoch=log_epoch, on_epoch=on_epoch, progress=progress, label=label, monitor="eval F1",
+               log_epoch=log_epoch, on_epoch=on_epoch, progress=progress, label=label or f"pitch-{kind}-train",
+               monitor="eval F1",
                describe=lambda r: f"loss {r['train_loss']:.4f}, train F1 {r['train_f1']:.3f}, eval P/R/F1 "
-                                  f"{r['eval_precision']:.3f}/{r['eval_recall']:.3f}/{r['eval_f1']:.3f}")
+                                  f"{r['eval_precision']:.3f}/{r['eval_recall']:.3f}/{r['eval_f1']:.3f}"
+                                  + "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith("test_") and k.endswith("f1")))
+    return model, loop
+
+
+def train_notenet(
+    kind: str, shards: Path, notes: PitchNotesConfig, cfg: NoteNetConfig, model_out: Path, report_dir: Path,
+    checkpoint_root: Path, progress: bool = True, log_epoch: Callable | None = None, on_epoch: Callable | None = None,
+    deterministic: bool = False,
+) -> TrainResult:
+    """Stage pitch-<kind>-train: the network on every train window, best epoch by the val windows."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, deterministic)
+    spec, data = open_sets(kind, shards, notes, cfg)
+    key = run_key(kind, notes, cfg, *(store_version(shards / f"{s}-{split}.zarr") for s in cfg.sets for split in ("train", "val")))
+    checkpoint_dir = checkpoint_root / key
+    pools = {name: {s: RowPool.whole(ds) for s, ds in data[split].items()} for name, split in SPLIT_NAMES.items()}
+    model, loop = fit_notenet(spec, cfg, pools["train"], pools, checkpoint_dir, device, progress=progress,
+                              log_epoch=log_epoch, on_epoch=on_epoch)
     result = TrainResult.from_loop(loop)
     info = {"train": cfg.model_dump(), "notes": notes.model_dump(), "data_version": key, "kind": kind,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history), "threshold": cfg.threshold,

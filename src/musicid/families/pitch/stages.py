@@ -139,6 +139,25 @@ def frame_train(params: Params, workers: int | None = None) -> None:
     _train_network(params, "frame")
 
 
+def train_prod(params: Params, workers: int | None = None) -> None:
+    """Production onset + frame networks on every train and val track (test tracks held out): per
+    network K-fold, then a final run (resumable); models/pitch-prod/<network>/."""
+    from musicid.families.pitch.prod import train_transcriber_prod
+    from musicid.tracking.prod import run_prod_stage
+
+    networks = {kind: getattr(params, f"pitch_{kind}") for kind in params.pitch_prod.networks}
+    logged = {"notes": params.pitch_notes.model_dump(), "prod": params.pitch_prod.model_dump(),
+              **{kind: cfg.model_dump() for kind, cfg in networks.items()}}
+
+    def train(run: Any, report: Any) -> dict[str, Any]:
+        with atomic_dir(LAYOUT.prod_model) as model_out:  # both networks are published together, or neither
+            return train_transcriber_prod(LAYOUT.note_shards, LAYOUT.labelled, params.pitch_notes, networks,
+                                          params.pitch_prod, model_out, report, LAYOUT.prod_state, run=run,
+                                          deterministic=params.train.deterministic)
+
+    run_prod_stage("pitch", params, logged, train)
+
+
 TRANSCRIBE_REPORT = LAYOUT.reports / "transcribe"
 NETWORK_KINDS = ("onset", "frame")
 
@@ -342,5 +361,5 @@ def register_workspace(params: Params) -> str:
 
 STAGES = {"synth": synth, "notes-render": notes_render, "notes-shards": notes_shards,
           "onset-train": onset_train, "frame-train": frame_train, "transcribe-evaluate": transcribe_evaluate,
-          "transcribe-report": transcribe_report,
+          "transcribe-report": transcribe_report, "train-prod": train_prod,
           "train": train, "evaluate": evaluate, "report": report}

@@ -78,18 +78,17 @@ def train_works_prod(
         return sampler, Performances(perf.track_ids, perf.work_ids, roles, perf.frames), (
             [prod.early_stop_on] if phase.is_final else [FOLD_VAL])
 
-    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path, log_epoch: Any) -> tuple[dict, LoopResult]:
+    def train_phase(phase: Phase, init_state: dict | None, checkpoint_dir: Path, log_epoch: Any) -> tuple[torch.nn.Module, LoopResult]:
         sampler, phase_perf, val_names = phase_data(phase)
-        torch.manual_seed(cfg.seed + phase.index)  # each phase's draws independent of how earlier ones ran (resume)
         print(f"works-train-prod: {phase.name}: {sum(len(p) for p in sampler.items_of)} training items, "
               f"validated on {val_names[0]} ({len(phase_perf.select((val_names[0],)))} performances), lr {phase.lr:g}")
         model, loop = fit_encoder(spec, every_epoch, sampler, phase_perf, val_names, holdout, checkpoint_dir, device,
                                   init_state=init_state, lr=phase.lr, epochs=phase.epochs, progress=progress,
                                   log_epoch=log_epoch, on_epoch=on_epoch, label=f"works-train-prod {phase.name}")
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, loop
+        return model, loop
 
     phases = plan_phases(prod.folds, cfg.lr, prod.later_lr, prod.epochs, prod.final_epochs)
-    results, state = run_phases(phases, state_dir, train_phase, run)
+    results, state = run_phases(phases, state_dir, train_phase, run, seed=cfg.seed)
     model = WorkEncoder(spec)
     model.load_state_dict(state)
     info = {"train": cfg.model_dump(), "prod": prod.model_dump(), "model_config": model_cfg.model_dump(),

@@ -65,7 +65,7 @@ demo: install
 		"echo; echo '== notes of a chorale test piece (musicid-transcriber @champion) → reports/pitch/demo-notes/ =='; \
 		 musicid transcribe data/labelled/pitch/chorales/audio/$$(awk -F, '$$3 == "test" {print $$1; exit}' data/labelled/pitch/chorales/tracks.csv).flac \
 			--out reports/pitch/demo-notes" \
-		"echo; echo '== transcription records (MLflow; dvc exp run -S pitch_onset.pos_weight=2 adds a row) =='; \
+		"echo; echo '== transcription records (MLflow; dvc exp run -S pitch_onset.pos_weight=2 pitch-transcribe-report adds a row) =='; \
 		 musicid pitch records" && \
 	echo && echo "Results: data/ (archive, catalog, manifests, splits, shards, indexes), models/{fingerprint,works}/," && \
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \

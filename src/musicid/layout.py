@@ -19,6 +19,7 @@ INGEST_REPORT = Path("reports/ingest")
 MANIFESTS = Path("data/manifests")
 TUNE_REPORTS = Path("reports/tune")  # `musicid exp tune` records and `exp summary` tables, per grid (untracked)
 STATE = Path(".musicid")  # untracked working state (resumable checkpoints)
+STAGE_LOCKS = STATE / "locks"  # one lock per stage: the same stage never runs twice at once in a workspace
 STAGING_ROOTS = (Path("data"), Path("models"), Path("reports"))  # where stages write: swept for dead runs' staging
 
 

@@ -6,11 +6,32 @@ metrics (fingerprint) · works (work identifier) · pitch (per-window pitches) �
 
 import atexit
 import os
+import signal
 import sys
 import threading
 
-from musicid.cli import data, exp, fingerprint, pitch, registry, stage, store, workflows, works  # noqa: F401  (register commands)
-from musicid.cli.base import main
+
+def _stop_while_starting() -> None:
+    """`musicid stage NAME` stopped (SIGTERM, Ctrl-C) while Python still imports its libraries (its
+    first second) has written nothing: it says so in one line and ends. The stage command puts its
+    own handlers in place once it runs (cli/stage.py)."""
+    if len(sys.argv) < 3 or sys.argv[1] != "stage":
+        return
+    name = sys.argv[2]
+
+    def stop(signum: int, frame: object) -> None:
+        os.write(2, f"{name}: stopped by {signal.Signals(signum).name} while starting; nothing was written "
+                    "(rerun to go on)\n".encode())
+        os._exit(143 if signum == signal.SIGTERM else 130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
+_stop_while_starting()
+
+from musicid.cli import data, exp, fingerprint, pitch, registry, stage, store, workflows, works  # noqa: E402,F401  (register commands)
+from musicid.cli.base import main  # noqa: E402
 
 __all__ = ["main", "run"]
 

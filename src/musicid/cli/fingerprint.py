@@ -33,23 +33,27 @@ def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind
     """Embed every audio file under AUDIO_DIR (named by relative path) into an index at --out.
 
     Index settings come from params.yaml's `fingerprint.index` section (defaults without it). An interrupted
-    build resumes from `<out>.partial/` when rerun with the same model and files.
+    build resumes from `<out>.partial/` when rerun with the same model and files. A second build
+    into the same folder while one runs stops at once, naming the running one.
     """
     import time
 
     from musicid.families.fingerprint.io import load_model
     from musicid.index import build_index, index_refs_from_folder
 
+    from musicid.fsutil import exclusive_writer
+
     _log_to_stderr()
-    cfg = load_params_or_defaults(params_path).fingerprint.index
-    if kind is not None:
-        cfg = cfg.model_copy(update={"kind": kind})
-    refs = index_refs_from_folder(audio_dir)
-    with resolved_model(model, params_path) as (model_dir, _, described, _settings):
-        click.echo(f"model: {described}", err=True)
-        loaded = load_model(model_dir, cfg.device)
-    started = time.perf_counter()
-    meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
+    with exclusive_writer(out_dir, f"another `musicid index build` is writing {out_dir}"):
+        cfg = load_params_or_defaults(params_path).fingerprint.index
+        if kind is not None:
+            cfg = cfg.model_copy(update={"kind": kind})
+        refs = index_refs_from_folder(audio_dir)
+        with resolved_model(model, params_path) as (model_dir, _, described, _settings):
+            click.echo(f"model: {described}", err=True)
+            loaded = load_model(model_dir, cfg.device)
+        started = time.perf_counter()
+        meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
     speed = meta["hours"] * 3600 / seconds if seconds > 0 else float("inf")
     click.echo(

@@ -4,6 +4,8 @@ A stage stops cleanly on Ctrl-C (SIGINT) and SIGTERM, and when whoever started i
 dies, even by SIGKILL: it gets SIGTERM from the kernel then (PR_SET_PDEATHSIG) instead of running
 on as an orphan. Stopping unwinds the stage: its staging folders and unfinished MLflow run are
 discarded or marked failed, its worker pools end, and it prints one line and exits 130 / 143.
+A full disk ends it the same way, with one line: what it was writing, what is free, and how much
+its outputs took the last time (dvc.lock), i.e. about what the rerun needs.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ def _raise_stopped(signum: int, frame: Any) -> None:
 
 
 def _stop_with_parent() -> None:
-    """SIGTERM raises StageStopped; the kernel sends SIGTERM when the parent (dvc) dies."""
+    """SIGTERM raises StageStopped, SIGINT KeyboardInterrupt (in place of the one-line exits of the
+    start, cli/__init__.py); the kernel sends SIGTERM when the parent (dvc) dies."""
     from musicid.parallel import kill_me_with_parent
 
     signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kill_me_with_parent(os.getppid(), sig=signal.SIGTERM)
 
 
@@ -44,14 +48,20 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
     def command(params_path: str, workers: int | None) -> None:
         began = time.monotonic()  # the stage with its imports: what a long `dvc repro` log is read for
         from musicid.config import load_params
-        from musicid.fsutil import sweep_stale_staging_under
-        from musicid.layout import STAGING_ROOTS
+        from musicid.errors import MusicidError
+        from musicid.fsutil import DiskFullError, exclusive_writer, is_disk_full, sweep_stale_staging_under
+        from musicid.layout import STAGE_LOCKS, STAGING_ROOTS
 
-        _stop_with_parent()
-        _log_to_stderr()
-        sweep_stale_staging_under(*STAGING_ROOTS)
         try:
-            run(load_params(params_path), workers=workers)
+            _stop_with_parent()
+            _log_to_stderr()
+            with exclusive_writer(STAGE_LOCKS / name, f"stage {name} is already running in this workspace"):
+                sweep_stale_staging_under(*STAGING_ROOTS)
+                run(load_params(params_path), workers=workers)
+        except (DiskFullError, OSError) as exc:
+            if not isinstance(exc, DiskFullError) and not is_disk_full(exc):
+                raise
+            raise MusicidError(_disk_full_line(name, exc)) from None
         except (StageStopped, KeyboardInterrupt) as stopped:
             how = str(stopped) if isinstance(stopped, StageStopped) else "SIGINT"
             click.echo(f"{name}: stopped by {how} after {time.monotonic() - began:.1f} s; nothing it had not "
@@ -61,6 +71,30 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
 
     command.__doc__ = f"Run the `{name}` stage (what dvc.yaml calls; prefer `dvc repro {name}`)."
     return click.command(name)(command)
+
+
+def _disk_full_line(stage_name: str, exc: OSError) -> str:
+    """`<stage>: disk full writing <path>: …; its outputs took N last time (dvc.lock): free that and rerun`."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from musicid.fsutil import DiskFullError, human_bytes, mount_point
+
+    if isinstance(exc, DiskFullError):
+        what = str(exc)
+    else:  # outside an atomic write (a checkpoint, a log): the file the system named
+        path = exc.filename or "."
+        what = f"disk full writing {path} ({human_bytes(shutil.disk_usage(mount_point(path)).free)} free)"
+    try:
+        outs = yaml.safe_load(Path("dvc.lock").read_text())["stages"][stage_name]["outs"]
+        needed = sum(int(out.get("size") or 0) for out in outs)
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        needed = 0
+    hint = (f"its outputs took {human_bytes(needed)} the last time (dvc.lock): free at least that much and rerun"
+            if needed else "free space and rerun")
+    return f"{stage_name}: {what}; {hint}"
 
 
 @main.group()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -204,3 +205,158 @@ def test_a_stopped_stage_ends_at_once_with_one_line_and_leaves_no_staging_or_wor
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+SMALL_SYNTH = "synth:\n  n_works: 6\n  versions_per_work: 2\n  min_duration_s: 8.0\n  max_duration_s: 10.0\n"
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only: the test is skipped where it cannot mount)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs (root on Linux)")
+def test_a_full_disk_fails_the_stage_in_one_line_keeps_nothing_and_the_rerun_succeeds(tmp_path: Path) -> None:
+    """`musicid stage synth` in a workspace on a 256 kB tmpfs: the archive (~1 MB) cannot fit. One line
+    names the file and what was free, no traceback, no half archive or staging; after the filesystem
+    grows (space freed) the same command succeeds. A dvc.lock from an earlier run says how much is needed."""
+    musicid = str(Path(sys.executable).parent / "musicid")
+    with small_tmpfs(tmp_path / "ws", "256k") as ws:
+        (ws / "params.yaml").write_text(SMALL_SYNTH)
+        (ws / "dvc.lock").write_text("schema: '2.0'\nstages:\n  synth:\n    cmd: musicid stage synth\n    outs:\n"
+                                     "    - path: data/raw/synthetic.tar.gz\n      md5: 0\n      size: 1234567\n")
+        done = subprocess.run([musicid, "stage", "synth"], cwd=ws, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+        assert line.startswith("error: synth: disk full writing data/raw/synthetic.tar.gz:"), line
+        assert "kB free" in line and "its outputs took 1.2 MB the last time (dvc.lock)" in line, line
+        assert not list((ws / "data").rglob("*.tar.gz")) and not list((ws / "data").rglob(".*tmp-*"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(ws)], check=True)
+        again = subprocess.run([musicid, "stage", "synth"], cwd=ws, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert (ws / "data/raw/synthetic.tar.gz").stat().st_size > 256_000
+
+
+def test_a_second_index_build_or_stage_run_into_the_same_place_stops_in_one_line(tmp_path: Path) -> None:
+    """While one run holds a folder (here: this test holds its lock), `musicid index build` into it and
+    `musicid stage` of the same stage stop at once with one line naming the holder; a lock outlives no
+    holder (released by the kernel however it ends), so the next run goes on."""
+    from musicid.fsutil import BusyError, exclusive_writer
+    from musicid.layout import STAGE_LOCKS
+
+    musicid = str(Path(sys.executable).parent / "musicid")
+    (tmp_path / "audio").mkdir()
+    with exclusive_writer(tmp_path / "index"):
+        done = subprocess.run([musicid, "index", "build", str(tmp_path / "audio"), "--out", str(tmp_path / "index")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"error: another `musicid index build` is writing {tmp_path / 'index'} (pid {os.getpid()})" in done.stderr
+        with pytest.raises(BusyError, match="another run is writing"):
+            with exclusive_writer(tmp_path / "index"):  # the same process opens another handle: refused too
+                pass
+    with exclusive_writer(tmp_path / "index"):  # released: taken again
+        pass
+    with exclusive_writer(tmp_path / STAGE_LOCKS / "synth"):
+        done = subprocess.run([musicid, "stage", "synth"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"error: stage synth is already running in this workspace (pid {os.getpid()})" in done.stderr
+    assert not (tmp_path / "data/raw").exists()
+
+
+@pytest.mark.slow
+def test_two_dvc_repro_in_one_workspace_the_second_stops_on_dvcs_lock_and_the_first_finishes(tmp_path: Path) -> None:
+    """A real DVC workspace running `musicid stage synth`: a second `dvc repro` meanwhile stops with DVC's
+    lock error (one ERROR line naming the blocking run's pid; it never runs the stage beside the first),
+    and the first finishes clean."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for name in ("DVC_ROOT", "DVC_EXP_NAME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(name, None)
+    (tmp_path / "params.yaml").write_text("synth:\n  n_works: 60\n  versions_per_work: 2\n  min_duration_s: 10.0\n"
+                                          "  max_duration_s: 12.0\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  synth:\n    cmd: musicid stage synth\n    params: [synth]\n"
+                                       "    outs: [data/raw/synthetic.tar.gz]\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    first = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "data/raw").glob(".synthetic.tar.gz.tmp-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run should still be writing its archive"
+        second = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the second run must not have disturbed the first"
+        errors = [line for line in (second.stdout + second.stderr).splitlines() if line.startswith("ERROR")]
+        # DVC's read/write lock on the outputs: one ERROR line, then the blocking run's pid and command
+        assert second.returncode != 0 and len(errors) == 1 and "is busy, it is being blocked by" in errors[0], second.stderr
+        assert f"(PID {first.pid}): " in second.stderr, second.stderr
+        assert "Running stage" not in second.stdout + second.stderr
+        out, _ = first.communicate(timeout=300)
+        assert first.returncode == 0, out
+    finally:
+        if first.poll() is None:
+            first.kill()
+    status = subprocess.run(["dvc", "status"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def _flip(path: Path, at: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.chmod(0o644)  # cache objects are read-only
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_a_bit_flipped_cache_or_remote_object_is_named_and_never_checked_out(tmp_path: Path) -> None:
+    """DVC copies a corrupt cache object into the workspace without a word; `musicid data verify-cache`
+    re-hashes what dvc.lock and the .dvc files need and names it (exit 1), `--remove` drops it so
+    `dvc pull` brings a good copy; a corrupt remote object is named by `--remote`, and with the
+    remote's `verify = true` (this project's default) `dvc pull` refuses it."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    repo.mkdir()
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert (done.returncode == 0) == ok, f"{args}: {done.stdout}{done.stderr}"
+        return done
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    (repo / "store").mkdir()
+    for i in range(3):
+        (repo / "store" / f"part-{i}.bin").write_bytes(os.urandom(20_000))
+    run("dvc", "add", "-q", "store")
+    run("dvc", "remote", "add", "-q", "-d", "r", str(remote))
+    run("dvc", "remote", "modify", "r", "verify", "true")
+    run("dvc", "push", "-q")
+    musicid = str(Path(sys.executable).parent / "musicid")
+    assert "0 corrupt, 0 missing" in run(musicid, "data", "verify-cache").stdout
+
+    objects = sorted(p for p in (repo / ".dvc/cache/files/md5").rglob("*") if p.is_file() and not p.name.endswith(".dir"))
+    _flip(objects[0])
+    bad = run(musicid, "data", "verify-cache", ok=False)
+    assert f"corrupt: {objects[0]} (store, store.dvc): md5 " in bad.stderr and "1 corrupt" in bad.stdout, bad.stderr
+    removed = run(musicid, "data", "verify-cache", "--remove", ok=False)
+    assert "; removed" in removed.stderr and not objects[0].exists()
+    run("dvc", "pull", "-q")  # the good copy comes back from the remote
+    assert "0 corrupt, 0 missing" in run(musicid, "data", "verify-cache").stdout
+
+    remote_objects = sorted(p for p in remote.rglob("*") if p.is_file() and not p.name.endswith(".dir"))
+    _flip(remote_objects[1])
+    named = run(musicid, "data", "verify-cache", "--remote", ok=False)
+    assert f"corrupt: {remote_objects[1]} (store, store.dvc)" in named.stderr, named.stderr
+    for path in (repo / ".dvc/cache").rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    subprocess.run(["rm", "-rf", str(repo / ".dvc/cache"), str(repo / "store")], check=True)
+    pulled = run("dvc", "pull", ok=False)
+    assert "store" in pulled.stderr and "ERROR" in pulled.stderr  # verify = true: the download was hashed and refused

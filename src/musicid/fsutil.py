@@ -2,21 +2,55 @@
 
 An interrupted stage then leaves only a `.<name>.tmp-<pid>-*` sibling that nothing trusts; the
 next write of that target removes it (and says how much it freed) unless the process named in it
-is still running, i.e. another live run is writing there now.
+is still running, i.e. another live run is writing there now. A write that fills the disk removes
+its staging at once and raises DiskFullError: the target, what had been written, what is free.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from musicid.errors import MusicidError
+
 log = logging.getLogger("musicid")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def human_bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError of a full disk or quota (also one raised in a worker process and passed back)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def mount_point(path: str | Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+class DiskFullError(MusicidError):
+    """The disk filled while an artifact was written; its staging is already removed."""
+
+    def __init__(self, target: str | Path, written: int) -> None:
+        mount = mount_point(target)
+        self.target, self.written, self.free = Path(target), written, shutil.disk_usage(mount).free
+        super().__init__(f"disk full writing {target}: {mount} filled after {human_bytes(written)} of it, which was "
+                         f"removed again ({human_bytes(self.free)} free there now)")
 
 
 def _remove(path: Path) -> None:
@@ -91,8 +125,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     try:
         yield tmp
-    except BaseException:
-        _remove(tmp)
+    except BaseException as exc:
+        _discard(tmp, target, exc)
         raise
     if target.exists():
         _remove(target)
@@ -113,10 +147,29 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; published files get the usual permissions
     try:
         yield tmp
-    except BaseException:
-        _remove(tmp)
+    except BaseException as exc:
+        _discard(tmp, target, exc)
         raise
     os.replace(tmp, target)
+
+
+def _discard(tmp: Path, target: Path, exc: BaseException) -> None:
+    """Remove a failed write's staging; a full disk becomes DiskFullError (naming the target).
+
+    Workers stopped with their stage (Ctrl-C reaches the whole process group) may still close a file
+    or two in it: removal is retried for a few seconds, and staging that still will not go is left
+    to the next run's sweep (its owner is dead by then) rather than hiding the error that stopped us."""
+    written = _size(tmp) if is_disk_full(exc) and tmp.exists() else 0
+    for attempt in range(20):
+        try:
+            _remove(tmp)
+            break
+        except OSError as failed:
+            if attempt == 19:
+                log.warning(f"could not remove staging {tmp} ({failed.strerror}); the next run removes it")
+            time.sleep(0.25)
+    if is_disk_full(exc):
+        raise DiskFullError(target, written) from exc
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -139,3 +192,46 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open() as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+class BusyError(MusicidError):
+    """Another live process is writing the same target."""
+
+
+@contextmanager
+def exclusive_writer(target: str | Path, busy: str = "") -> Iterator[None]:
+    """Only one process writes `target` at a time: a lock (flock) on `.<name>.lock` beside it, which the
+    kernel releases however its holder ends (SIGKILL too). A second writer stops at once with one line
+    naming the holder (`busy` says who that is), instead of interleaving its writes (checkpoints,
+    parts) with the first one's."""
+    import fcntl
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise BusyError(f"{busy or f'another run is writing {target}'} (pid {holder}); wait for it to end or "
+                            "stop it, then rerun") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -289,6 +289,21 @@ def test_load_index_refuses_other_signature_and_corruption(models, ref_folder: P
 
     with pytest.raises(RefIndexError, match="index not found"):
         load_index(tmp_path / "nowhere")
+    # meta.json records each binary file's size and sha256: a flipped bit or a truncation is refused, named
+    good = (out / "index.faiss").read_bytes()
+    flipped = bytearray(good)
+    flipped[-5] ^= 0x10  # inside the last vector: faiss would read it as data
+    (out / "index.faiss").write_bytes(bytes(flipped))
+    with pytest.raises(RefIndexError, match=r"index.faiss: contents differ from the sha256 meta.json records \(corrupt\)"):
+        load_index(out)
+    (out / "index.faiss").write_bytes(good[:-40])
+    with pytest.raises(RefIndexError, match=rf"index.faiss: {len(good) - 40} bytes but meta.json records {len(good)}"):
+        load_index(out)
+    (out / "index.faiss").write_bytes(good)
+    load_index(out)  # restored: accepted again
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["files"]  # an index written before the records: faiss's own checks still refuse garbage
+    (out / "meta.json").write_text(json.dumps(meta))
     (out / "index.faiss").write_bytes(b"garbage" * 20)
     with pytest.raises(RefIndexError, match="corrupt FAISS index") as info:
         load_index(out)

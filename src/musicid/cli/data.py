@@ -1,4 +1,4 @@
-"""`musicid data`: inspect sources, check readiness, prepare and validate manifests, synthesise music."""
+"""`musicid data`: inspect sources, check readiness, prepare and validate manifests, synthesise music, verify the DVC cache."""
 
 from __future__ import annotations
 
@@ -214,6 +214,42 @@ def data_validate(manifest_dir: str, as_json: bool) -> None:
         for problem in report["problems"]:
             click.echo(f"problem: {problem}", err=True)
     sys.exit(0 if report["ok"] else 1)
+
+
+@data.command("verify-cache")
+@click.option("--remote", "remote", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Check a local-folder DVC remote instead of the cache (NAME: default remote).")
+@click.option("--remove", is_flag=True, help="Delete the corrupt objects, so `dvc pull` / `dvc repro` replaces them.")
+@JSON_OPTION
+def data_verify_cache(remote: str | None, remove: bool, as_json: bool) -> None:
+    """Re-hash every DVC cache object that dvc.lock and the .dvc files need, and name the corrupt ones.
+
+    `dvc checkout` trusts the cache: a truncated or bit-flipped object would be copied into the
+    workspace as it is. Exit 1 if any object is corrupt; missing objects are listed, not failed
+    (not pulled or not pushed yet).
+    """
+    from musicid.cache_check import cache_root, remote_root, remove_corrupt, verify_store
+
+    repo = Path.cwd()
+    root = cache_root(repo) if remote is None else remote_root(repo, remote or None)
+    report = verify_store(repo, root, progress=sys.stderr.isatty())
+    removed = remove_corrupt(report) if remove else 0
+    if as_json:
+        _emit_json({"root": str(root), "outputs": report.outputs, "objects": report.objects, "removed": removed,
+                    "problems": [{"kind": p.kind, "object": str(p.obj), "output": p.output.path,
+                                  "owner": p.output.owner, "detail": p.detail} for p in report.problems]})
+    else:
+        for p in report.corrupt:
+            click.echo(f"corrupt: {p.obj} ({p.output.path}, {p.output.owner}): {p.detail}"
+                       + ("; removed" if remove else ""), err=True)
+        if report.missing:
+            click.echo(f"missing: {len(report.missing)} object(s), e.g. {report.missing[0].obj} ({report.missing[0].output.path}); "
+                       "`dvc pull` or `dvc repro` brings them", err=True)
+        fix = ("" if not report.corrupt else "; removed: `dvc pull` or `dvc repro -f <stage>` replaces them" if remove
+               else "; `musicid data verify-cache --remove`, then `dvc pull` or `dvc repro -f <stage>`")
+        click.echo(f"{root}: {report.objects} objects of {report.outputs} outputs checked, {len(report.corrupt)} corrupt, "
+                   f"{len(report.missing)} missing{fix}")
+    sys.exit(1 if report.corrupt else 0)
 
 
 @data.command("synth")

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from musicid.audio import DecodeError, decode, list_files, to_model_rate
 from musicid.config import IndexConfig, VectorIndexConfig
 from musicid.errors import MusicidError
-from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, write_json
+from musicid.fsutil import atomic_dir, atomic_file, read_json, read_jsonl, sha256_file, write_json
 
 
 class Embedder(Protocol):
@@ -425,9 +425,17 @@ def build_index(
         if density is not None:
             np.save(staging / DENSITY_FILE, density.astype(np.float16))
             meta |= {"density_neighbors": cfg.density_neighbors, "density_median": round(float(np.median(density)), 6)}
+        meta["files"] = file_records(staging)
         write_json(staging / META_FILE, meta)
     shutil.rmtree(partial, ignore_errors=True)
     return meta
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of the index's binary files, recorded in meta.json: `load_index` refuses a file
+    that no longer matches (truncated, bit-flipped, replaced) instead of searching it."""
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+            for name in (INDEX_FILE, IDS_FILE)}
 
 
 def write_vector_index(
@@ -457,6 +465,7 @@ def write_vector_index(
         with (staging / IDS_FILE).open("wb") as handle:
             np.savez(handle, track_index=np.arange(len(refs), dtype=np.int32), offset_s=np.zeros(len(refs), np.float32))
         write_json(staging / REFS_FILE, refs)
+        meta["files"] = file_records(staging)
         write_json(staging / META_FILE, meta)
         for name, data in (extra or {}).items():
             if isinstance(data, np.ndarray):

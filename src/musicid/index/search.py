@@ -10,7 +10,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from musicid.fsutil import read_json
+from musicid.fsutil import read_json, sha256_file
 from musicid.index.build import (
     DENSITY_FILE, IDS_FILE, INDEX_FILE, META_FILE, REFS_FILE, IndexSignatureError, RefIndexError, excluding,
 )
@@ -97,6 +97,17 @@ def _check_signature(path: Path, found: str, expected: str | None) -> None:
         )
 
 
+def _check_files(path: Path, records: dict[str, Any], hint: str) -> None:
+    """Refuse a binary file that no longer matches meta.json's record (indexes from before it have none)."""
+    for name, record in records.items():
+        size = (path / name).stat().st_size
+        if size != record["bytes"]:
+            raise RefIndexError(f"{path / name}: {size} bytes but meta.json records {record['bytes']} "
+                                f"(truncated or replaced); {hint}")
+        if sha256_file(path / name) != record["sha256"]:
+            raise RefIndexError(f"{path / name}: contents differ from the sha256 meta.json records (corrupt); {hint}")
+
+
 def load_index(index_dir: str | Path, expected_signature: str | None = None, nprobe: int | None = None) -> RefIndex:
     """Read an index folder written by `build_index`.
 
@@ -119,6 +130,7 @@ def load_index(index_dir: str | Path, expected_signature: str | None = None, npr
     except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RefIndexError(f"{path}: corrupt index metadata: {str(exc).splitlines()[0]}") from None
     _check_signature(path, str(meta["model_signature"]), expected_signature)
+    _check_files(path, meta.get("files") or {}, hint)
     try:
         with np.load(path / IDS_FILE) as ids:
             track_index = ids["track_index"].astype(np.int32)

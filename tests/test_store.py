@@ -360,3 +360,23 @@ def test_store_without_row_provenance(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
     with pytest.raises(ValueError, match="allowed: track_index"):
         ShardWriter(tmp_path / "y.zarr", cfg=cfg, required=("bin",))
+
+
+def test_a_truncated_or_bit_flipped_shard_index_is_refused_with_the_file_named(tmp_path):
+    """The reader verifies each shard's index checksum (crc32c) before it trusts any offset: a
+    truncated shard file or a flipped bit in its index is refused, the file named, never read as data."""
+    cfg = ShardsConfig(**SMALL, compressor="none", dtype="float16")
+    windows, targets = make_rows(120, 400)
+    store = write_store(tmp_path / "s.zarr", cfg, windows, targets)
+    shard = sorted(p for p in (store / "waveform").rglob("*") if p.is_file() and p.name != "zarr.json")[0]
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 2])
+    with pytest.raises(StoreError, match=rf"{shard}: shard index checksum mismatch \(corrupt store\?\)"):
+        read_windows(store, np.arange(len(windows)))
+    flipped = bytearray(good)
+    flipped[-10] ^= 0x01  # inside the index at the end of the shard
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(StoreError, match=rf"{shard}: shard index checksum mismatch"):
+        WindowDataset(store).read_batch(np.arange(10))
+    shard.write_bytes(good)
+    assert np.allclose(read_windows(store, np.arange(5)), windows[:5], atol=TOLERANCE["float16"])  # restored: read again

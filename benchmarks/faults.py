@@ -55,6 +55,10 @@ def main() -> None:
     passed = sum(o.ok for o in outcomes)
     print(f"\n{table}\n\n{passed}/{len(outcomes)} cases passed ({sum(o.killed for o in outcomes)} stopped mid-run) "
           f"in {time.monotonic() - began:.0f} s")
+    for o in outcomes:
+        if not o.ok:
+            print(f"\n--- {o.stage} {o.signal} seed {o.seed}: survivors {o.survivors}, staging {o.staging}, "
+                  f"mismatched {o.mismatched}, missing {o.missing}\n{o.detail}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")

@@ -17,6 +17,9 @@ def _stop_while_starting() -> None:
     own handlers in place once it runs (cli/stage.py)."""
     if len(sys.argv) < 3 or sys.argv[1] != "stage":
         return
+    started_by = sys.modules.get("multiprocessing.process")
+    if started_by is not None and getattr(started_by.current_process(), "_inheriting", False):
+        return  # a worker (spawn, forkserver) importing the stage's main module: not the stage itself
     name = sys.argv[2]
 
     def stop(signum: int, frame: object) -> None:

@@ -245,8 +245,9 @@ def data_verify_cache(remote: str | None, remove: bool, as_json: bool) -> None:
         if report.missing:
             click.echo(f"missing: {len(report.missing)} object(s), e.g. {report.missing[0].obj} ({report.missing[0].output.path}); "
                        "`dvc pull` or `dvc repro` brings them", err=True)
-        fix = ("" if not report.corrupt else "; removed: `dvc pull` or `dvc repro -f <stage>` replaces them" if remove
-               else "; `musicid data verify-cache --remove`, then `dvc pull` or `dvc repro -f <stage>`")
+        refill = "`dvc pull` or `dvc repro -f <stage>`" if remote is None else "`dvc push` from a workspace with a good copy"
+        fix = ("" if not report.corrupt else f"; removed: {refill} replaces them" if remove
+               else f"; `musicid data verify-cache{'' if remote is None else ' --remote'} --remove`, then {refill}")
         click.echo(f"{root}: {report.objects} objects of {report.outputs} outputs checked, {len(report.corrupt)} corrupt, "
                    f"{len(report.missing)} missing{fix}")
     sys.exit(1 if report.corrupt else 0)

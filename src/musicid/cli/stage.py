@@ -73,7 +73,7 @@ def _stage_command(name: str, run: Callable[..., None]) -> click.Command:
     return click.command(name)(command)
 
 
-def _disk_full_line(stage_name: str, exc: OSError) -> str:
+def _disk_full_line(stage_name: str, exc: Exception) -> str:
     """`<stage>: disk full writing <path>: …; its outputs took N last time (dvc.lock): free that and rerun`."""
     import shutil
     from pathlib import Path
@@ -85,7 +85,7 @@ def _disk_full_line(stage_name: str, exc: OSError) -> str:
     if isinstance(exc, DiskFullError):
         what = str(exc)
     else:  # outside an atomic write (a checkpoint, a log): the file the system named
-        path = exc.filename or "."
+        path = getattr(exc, "filename", None) or "."
         what = f"disk full writing {path} ({human_bytes(shutil.disk_usage(mount_point(path)).free)} free)"
     try:
         outs = yaml.safe_load(Path("dvc.lock").read_text())["stages"][stage_name]["outs"]

@@ -57,6 +57,21 @@ def _end_with_owner(owner: int) -> None:
     threading.Thread(target=watch, name="musicid-owner-watch", daemon=True).start()
 
 
+def _quiet_cancelled_jobs(args: Any) -> None:
+    """Python 3.11's pool manager thread, finding its workers terminated, sets an exception on every
+    pending job, also on the ones OwnedPool has just cancelled, and dies printing InvalidStateError: a
+    race inside concurrent.futures while a stage is being stopped, not an error of the stage."""
+    from concurrent.futures import InvalidStateError
+    from concurrent.futures.process import _ExecutorManagerThread
+
+    if not (args.exc_type is InvalidStateError and isinstance(args.thread, _ExecutorManagerThread)):
+        _default_excepthook(args)
+
+
+_default_excepthook = threading.excepthook
+threading.excepthook = _quiet_cancelled_jobs
+
+
 class OwnedPool(ProcessPoolExecutor):
     """A pool that, left by an exception (a stopped stage: SIGTERM, Ctrl-C, an error), ends its workers
     and drops the queued jobs at once; ProcessPoolExecutor would run every queued job first."""

@@ -9,8 +9,8 @@ it, and check what a user relies on:
   outside reports/ hashes (dvc.lock) as the uninterrupted run's did. Reports carry wall-clock
   figures (seconds, latency, peak memory), so they are checked for presence, not by hash.
 
-Used by tests/test_fault_matrix.py (every stage, in `make test`) and benchmarks/faults.py (the full
-stages × signals × seeds table).
+Used by tests/test_fault_matrix.py (every stage, in `make test`), tests/test_faults.py (its /proc
+helpers) and benchmarks/faults.py (the full stages × signals × seeds table).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def locked_outs(repo: Path, stage: str) -> dict[str, str]:
     return {out["path"]: out.get("md5", "") for out in lock.get("outs", [])}
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found: list[int] = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -55,7 +55,7 @@ def _children(pid: int) -> list[int]:
 def descendants(pid: int) -> set[int]:
     seen, todo = set(), [pid]
     while todo:
-        for child in _children(todo.pop()):
+        for child in children(todo.pop()):
             if child not in seen:
                 seen.add(child)
                 todo.append(child)
@@ -65,12 +65,12 @@ def descendants(pid: int) -> set[int]:
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+    except (OSError, IndexError):
         return False
     return state != "Z"  # a zombie has ended; its parent has not reaped it yet
 
 
-def _cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
@@ -82,7 +82,7 @@ def _stage_process(dvc_pid: int, stage: str, timeout: float = 60.0) -> int | Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive(dvc_pid):
         for pid in descendants(dvc_pid):
-            args = _cmdline(pid)
+            args = cmdline(pid)
             if len(args) >= 3 and args[-3:-1] == ["stage", stage] or args[-2:] == ["stage", stage]:
                 return pid
         time.sleep(0.05)

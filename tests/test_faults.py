@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from fault_matrix import alive, children, cmdline
 from musicid.fsutil import atomic_dir, atomic_file, sweep_stale_staging
 
 OWNER = """
@@ -55,14 +56,6 @@ def musicid_log() -> io.StringIO:
         logger.setLevel(level)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("kind", ["forkserver", "spawn"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
@@ -74,17 +67,17 @@ def test_pool_workers_forkserver_and_resource_tracker_end_with_a_killed_owner(tm
     pids: list[int] = []
     try:
         pids = json.loads(owner.stdout.readline())
-        assert len(pids) >= 3 and all(_alive(p) for p in pids)
+        assert len(pids) >= 3 and all(alive(p) for p in pids)
         owner.send_signal(how)
         owner.wait(timeout=30)
         deadline = time.monotonic() + 15
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [p for p in pids if _alive(p)], "processes outlived their killed owner"
+        assert not [p for p in pids if alive(p)], "processes outlived their killed owner"
     finally:
         owner.kill()
         for pid in pids:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -140,28 +133,13 @@ def test_a_stage_sweeps_dead_runs_staging_anywhere_in_the_workspace_first(tmp_pa
 SLOW_SYNTH = "synth:\n  n_works: 400\n  versions_per_work: 3\n  min_duration_s: 20.0\n  max_duration_s: 30.0\n"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    with contextlib.suppress(OSError):  # the process (or a thread) ended meanwhile
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""
-
-
 def _wait_for_workers(stage_pid: int, timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = [c for c in _children(stage_pid) if "multiprocessing" in _cmdline(c)]
+        workers = [c for c in children(stage_pid) if "multiprocessing" in " ".join(cmdline(c))]
         if len(workers) >= 2:
             time.sleep(2)  # the stage is in the middle of its work
-            return _children(stage_pid)
+            return children(stage_pid)
         time.sleep(0.3)
     raise AssertionError("the stage never started its worker pool")
 
@@ -196,14 +174,14 @@ def test_a_stopped_stage_ends_at_once_with_one_line_and_leaves_no_staging_or_wor
         else:
             parent.kill()
             parent.wait()
-        while any(_alive(p) for p in pids) and time.monotonic() - began < 20:
+        while any(alive(p) for p in pids) and time.monotonic() - began < 20:
             time.sleep(0.2)
-        assert not [p for p in pids if _alive(p)], "the stage or its workers outlived the stop"
+        assert not [p for p in pids if alive(p)], "the stage or its workers outlived the stop"
         assert time.monotonic() - began < 20
         assert not list((tmp_path / "data/raw").glob(".*tmp-*")) and not (tmp_path / "data/raw/synthetic.tar.gz").exists()
     finally:
         for pid in pids:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

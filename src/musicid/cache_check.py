@@ -11,7 +11,6 @@ instead of checking them out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from musicid.errors import MusicidError
+from musicid.fsutil import file_digest
 
 
 class CacheCheckError(MusicidError):
@@ -112,14 +112,6 @@ def object_path(root: Path, md5: str) -> Path:
     return root / "files" / "md5" / hexdigest[:2] / (hexdigest[2:] + (".dir" if md5.endswith(".dir") else ""))
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _objects(root: Path, output: Output) -> Iterator[tuple[Path, str]]:
     """(object, md5 it must have) for an output: a file's object; a directory's listing, then its files."""
     obj = object_path(root, output.md5)
@@ -149,7 +141,7 @@ def verify_store(repo: Path, root: Path, progress: bool = True) -> CacheReport:
             if not obj.is_file():
                 seen[obj] = Problem(output, obj, "missing")
             else:
-                got = _md5(obj)
+                got = file_digest(obj, "md5")
                 seen[obj] = None if got == want else Problem(output, obj, "corrupt", f"md5 {got}, recorded {want}")
             if seen[obj] is not None:
                 report.problems.append(seen[obj])

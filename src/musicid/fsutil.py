@@ -226,12 +226,16 @@ def exclusive_writer(target: str | Path, busy: str = "") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MB chunks."""
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in 1 MB chunks (sha256 for our records, md5 for DVC's objects)."""
     import hashlib
 
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")

@@ -28,6 +28,7 @@ import zarr
 
 from musicid.errors import MusicidError
 from musicid.fsutil import atomic_dir
+from musicid.store.shard_decoding import checked_read
 from musicid.store.writer import make_compressors
 
 RAGGED_FORMAT_VERSION = 1
@@ -85,7 +86,7 @@ def write_ragged_store(
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         group.create_array("offsets", shape=offsets.shape, dtype="int64", chunks=(max(1, len(offsets)),),
-                           compressors=None)[:] = offsets
+                           compressors=make_compressors("none", 0))[:] = offsets
         meta = {
             "ragged_format_version": RAGGED_FORMAT_VERSION, "items": len(lengths), "frames": total, "width": width,
             "dtype": dtype, "compressor": compressor, "level": level, "rows_per_chunk": rows_per_chunk,
@@ -107,7 +108,7 @@ class RaggedStore:
         self.path = Path(path)
         group = self._open()
         self.attrs = dict(group.attrs)
-        self.offsets = np.asarray(group["offsets"][:], dtype=np.int64)
+        self.offsets = np.asarray(checked_read(group["offsets"], slice(None)), dtype=np.int64)
         self._frames: Any = None
 
     def _open(self) -> zarr.Group:
@@ -143,7 +144,7 @@ class RaggedStore:
         """Frames of item i (optionally frames [start, stop) of it) as float32."""
         begin, end = int(self.offsets[i]), int(self.offsets[i + 1])
         stop = end - begin if stop is None else min(stop, end - begin)
-        return np.asarray(self.frames[begin + start : begin + stop], dtype=np.float32)
+        return np.asarray(checked_read(self.frames, slice(begin + start, begin + stop)), dtype=np.float32)
 
     def load_all(self) -> list[np.ndarray]:
         """Every item, reading the frames array once (small stores: the default synthetic ones)."""
@@ -159,7 +160,7 @@ class RaggedStore:
         runs = np.split(np.asarray(indices, dtype=np.int64), np.flatnonzero(np.diff(indices) != 1) + 1) if indices else []
         for run in runs:
             base = int(self.offsets[run[0]])
-            block = np.asarray(self.frames[base : int(self.offsets[run[-1] + 1])], dtype=np.float32)
+            block = np.asarray(checked_read(self.frames, slice(base, int(self.offsets[run[-1] + 1]))), dtype=np.float32)
             out.extend(block[int(self.offsets[j]) - base : int(self.offsets[j + 1]) - base] for j in run)
         return out
 

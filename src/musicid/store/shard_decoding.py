@@ -8,7 +8,12 @@ v3 sharding spec, not zarr-python internals; any other layout goes through zarr'
 
 Uncompressed shards are memory-mapped instead: when a shard's index shows its chunks stored back
 to back in row order from byte 0 (what zarr writes for an uncompressed shard), the shard file *is*
-a C-order (rows, ...) array, so a row read is a page-cache copy, as fast as a memory-mapped .npy.
+a C-order array of chunks, so a row read is a page-cache copy, as fast as a memory-mapped .npy.
+
+Every chunk carries zarr's `crc32c` codec (4 bytes after its payload; older stores without it are
+still read). Decoded chunks are checked on each read; a memory-mapped chunk is checked the first
+time a reader touches it (stores never change once in place), so a flipped bit in raw samples is
+refused with the file and chunk named instead of being trained on.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ def _direct_layout(array: zarr.Array) -> dict[str, Any] | None:
     ):
         return None
     inner = tuple(sharding.codecs)
+    checksummed = bool(inner) and isinstance(inner[-1], Crc32cCodec)
+    if checksummed:
+        inner = inner[:-1]
     dtype = np.dtype(array.dtype)
     if not inner or not isinstance(inner[0], BytesCodec) or len(inner) > 2:
         return None
@@ -117,10 +125,54 @@ def _direct_layout(array: zarr.Array) -> dict[str, Any] | None:
         "rows_per_chunk": chunk[0],
         "chunks_per_shard": shard[0] // chunk[0],
         "decompress": decompress,
+        "checksummed": checksummed,
         "fill_value": array.fill_value,
         "encode_key": meta.encode_chunk_key,
         "ndim": len(shape),
     }
+
+
+def _checksum_error(name: str, chunk: int) -> StoreError:
+    return StoreError(f"{name}: chunk {chunk} checksum mismatch (corrupt store?)")
+
+
+def checked_read(array: zarr.Array, selection: Any, *, orthogonal: bool = False) -> np.ndarray:
+    """`array[selection]` (or `array.oindex[...]`) through zarr's own codecs, with its crc32c failure
+    (a bare ValueError) turned into a StoreError that names the array on disk, as the direct path does."""
+    try:
+        return array.oindex[selection] if orthogonal else array[selection]
+    except ValueError as exc:
+        if "checksum" not in str(exc):
+            raise
+        root = getattr(array.store, "root", None)
+        where = Path(root) / array.path if root is not None else array.path
+        raise StoreError(f"{where}: chunk checksum mismatch (corrupt store?)") from None
+
+
+class _MappedShard:
+    """An uncompressed shard file as a (chunks, rows_per_chunk, ...) memmap; `chunk(c)` checks
+    chunk c's crc32c the first time it is asked for, then hands out read-only views."""
+
+    def __init__(self, handle: Any, layout: dict[str, Any], count: int) -> None:
+        shape = (count, *layout["chunk_shape"])
+        self.name = handle.name
+        self.rows = count * layout["rows_per_chunk"]
+        self._crc: np.ndarray | None = None
+        if layout["checksummed"]:
+            record = np.dtype([("data", layout["dtype"], layout["chunk_shape"]), ("crc", "<u4")])
+            mapped = np.memmap(handle, dtype=record, mode="r", shape=(count,))
+            self._chunks, self._crc = mapped["data"], mapped["crc"]
+        else:
+            self._chunks = np.memmap(handle, dtype=layout["dtype"], mode="r", shape=shape)
+        self._verified = np.zeros(count, dtype=bool)
+
+    def chunk(self, c: int) -> np.ndarray:
+        data = self._chunks[c]
+        if self._crc is not None and not self._verified[c]:
+            if google_crc32c.value(data) != int(self._crc[c]):
+                raise _checksum_error(self.name, c)
+            self._verified[c] = True
+        return data
 
 
 class RowReader:
@@ -138,7 +190,7 @@ class RowReader:
         self.layout = _direct_layout(array) if fast else None
         self._indexes: dict[int, np.ndarray | None] = {}
         self._files: dict[int, Any] = {}
-        self._views: dict[int, np.ndarray | None] = {}  # uncompressed shards, memory-mapped
+        self._views: dict[int, _MappedShard | None] = {}  # uncompressed shards, memory-mapped
         self._last_chunk: tuple[tuple[int, int], np.ndarray] | None = None  # read_row's last decoded chunk
 
     @property
@@ -173,8 +225,8 @@ class RowReader:
         shard, chunk = divmod(i // rpc, cps)
         if self.mapped:
             view = self._shard_view(shard)
-            if view is not None and i % (rpc * cps) < len(view):
-                return view[i % (rpc * cps)]  # a read-only view: callers decode (copy) it
+            if view is not None and i % (rpc * cps) < view.rows:
+                return view.chunk(chunk)[i % rpc]  # a read-only view: callers decode (copy) it
         if self._last_chunk is not None and self._last_chunk[0] == (shard, chunk):
             return self._last_chunk[1][i % rpc]
         index = self._shard_index(shard)
@@ -185,7 +237,7 @@ class RowReader:
         data = os.pread(handle.fileno(), int(length), int(offset))
         if len(data) != int(length):
             raise StoreError(f"{handle.name}: shard file truncated")
-        decoded = self._decode_chunk(data)
+        decoded = self._decode_chunk(data, handle.name, chunk)
         self._last_chunk = ((shard, chunk), decoded)  # the next row is often in the same chunk
         return decoded[i % rpc]
 
@@ -193,8 +245,8 @@ class RowReader:
         """`selection` is a step-1 slice or sorted unique row indices (as made by `_row_plan`)."""
         if self.layout is None:
             if isinstance(selection, slice):
-                return self.array[selection]
-            return self.array.get_orthogonal_selection((selection,) + (slice(None),) * (self.array.ndim - 1))
+                return checked_read(self.array, selection)
+            return checked_read(self.array, (selection,) + (slice(None),) * (self.array.ndim - 1), orthogonal=True)
         return self._read_direct(selection)
 
     # ---------------------------------------------------------------------------------------- direct
@@ -227,14 +279,15 @@ class RowReader:
         self._indexes[shard] = index
         return index
 
-    def _shard_view(self, shard: int) -> np.ndarray | None:
-        """The shard file as a (rows, ...) memmap when its chunks lie back to back in row order."""
+    def _shard_view(self, shard: int) -> _MappedShard | None:
+        """The shard file memory-mapped, when its chunks lie back to back in row order."""
         if shard in self._views:
             return self._views[shard]
         view = None
         index = self._shard_index(shard)
         if index is not None:
             chunk_bytes = self.layout["chunk_size"] * self.layout["dtype"].itemsize
+            chunk_bytes += 4 if self.layout["checksummed"] else 0
             stored = index[:, 0] != MISSING
             count = int(np.argmin(stored)) if not stored.all() else len(stored)  # leading stored chunks
             expected = np.arange(count, dtype=np.uint64) * np.uint64(chunk_bytes)
@@ -244,13 +297,15 @@ class RowReader:
                 and np.array_equal(index[:count, 0], expected)
                 and np.all(index[:count, 1] == chunk_bytes)
             ):
-                rows = count * self.layout["rows_per_chunk"]
-                view = np.memmap(self._files[shard], dtype=self.layout["dtype"], mode="r",
-                                 shape=(rows, *self.layout["chunk_shape"][1:]))
+                view = _MappedShard(self._files[shard], self.layout, count)
         self._views[shard] = view
         return view
 
-    def _decode_chunk(self, data: Any) -> np.ndarray:
+    def _decode_chunk(self, data: Any, name: str, chunk: int) -> np.ndarray:
+        if self.layout["checksummed"]:
+            if len(data) < 4 or np.uint32(google_crc32c.value(bytes(data[:-4]))).tobytes() != bytes(data[-4:]):
+                raise _checksum_error(name, chunk)
+            data = data[:-4]
         decompress = self.layout["decompress"]
         raw = decompress(data) if decompress is not None else data
         chunk = np.frombuffer(raw, dtype=self.layout["dtype"])
@@ -278,15 +333,11 @@ class RowReader:
         rps = rpc * cps
         for shard, members in by_shard.items():
             view = self._shard_view(shard) if self.mapped else None
-            if view is not None:
-                lo, hi = bounds[members[0]], bounds[members[-1] + 1]
-                local = rows[lo:hi] - shard * rps
-                if local[-1] < len(view):
-                    if local[-1] - local[0] == hi - lo - 1:  # contiguous rows: one slice copy
-                        out[lo:hi] = view[int(local[0]) : int(local[-1]) + 1]
-                    else:
-                        out[lo:hi] = view[local]
-                    continue
+            if view is not None and int(rows[bounds[members[-1] + 1] - 1]) - shard * rps < view.rows:
+                for j in members:
+                    self._copy_rows(out, rows, bounds[j], bounds[j + 1], view.chunk(chunk_ids[j] % cps),
+                                    chunk_ids[j] * rpc)
+                continue
             index = self._shard_index(shard)
             entries = []  # (offset, length, position j in chunk_ids) of stored chunks
             for j in members:
@@ -309,15 +360,20 @@ class RowReader:
                 if len(buf) != end - start:
                     raise StoreError(f"{handle.name}: shard file truncated")
                 for offset, length, j in entries[k:m]:
-                    chunk = self._decode_chunk(buf[offset - start : offset - start + length])
-                    lo, hi = bounds[j], bounds[j + 1]
-                    first_row = int(rows[lo]) - chunk_ids[j] * rpc
-                    if int(rows[hi - 1]) - int(rows[lo]) == hi - lo - 1:  # contiguous rows: slice
-                        out[lo:hi] = chunk[first_row : first_row + hi - lo]
-                    else:
-                        out[lo:hi] = chunk[rows[lo:hi] - chunk_ids[j] * rpc]
+                    chunk = self._decode_chunk(buf[offset - start : offset - start + length], handle.name,
+                                               chunk_ids[j] % cps)
+                    self._copy_rows(out, rows, bounds[j], bounds[j + 1], chunk, chunk_ids[j] * rpc)
                 k = m
         return out
+
+    @staticmethod
+    def _copy_rows(out: np.ndarray, rows: np.ndarray, lo: int, hi: int, chunk: np.ndarray, first: int) -> None:
+        """out[lo:hi] = the rows rows[lo:hi] of a chunk whose first row is `first` (one slice when contiguous)."""
+        start = int(rows[lo]) - first
+        if int(rows[hi - 1]) - int(rows[lo]) == hi - lo - 1:
+            out[lo:hi] = chunk[start : start + hi - lo]
+        else:
+            out[lo:hi] = chunk[rows[lo:hi] - first]
 
 
 def _read_rows(reader: RowReader, plan: tuple[Any, np.ndarray | None, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from musicid.fsutil import atomic_dir
 
@@ -104,15 +104,16 @@ def target_chunk_rows(row_bytes: int, rows_per_shard: int, chunk_mb: float) -> i
     return max(d for d in range(1, limit + 1) if rows_per_shard % d == 0)
 
 
-def make_compressors(name: str, level: int) -> tuple[Any, ...] | None:
-    """The zarr v3 bytes-to-bytes codecs for a `shards.compressor` setting."""
+def make_compressors(name: str, level: int) -> tuple[Any, ...]:
+    """The zarr v3 bytes-to-bytes codecs for a `shards.compressor` setting, then a crc32c per chunk
+    (the shard index has its own; this one covers the payload, compressed or not)."""
     if name == "none":
-        return None
+        return (Crc32cCodec(),)
     if name == "zstd":
-        return (ZstdCodec(level=level),)
+        return (ZstdCodec(level=level), Crc32cCodec())
     if name == "blosc":
         # typesize is left unset so zarr fills in each array's item size; bitshuffle as asked for.
-        return (BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle"),)
+        return (BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle"), Crc32cCodec())
     raise ValueError(f"compressor: unknown value {name!r}; allowed: none, zstd, blosc")
 
 

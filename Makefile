@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install debian-packages demo test test-fast bench clean-venv
+.PHONY: install debian-packages team-packages team-up team-down demo test test-fast bench clean-venv
 
 # Debian packages: fluidsynth + the FluidR3 GM soundfont render the chorales (pitch-notes-render).
 DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm
@@ -22,6 +22,20 @@ debian-packages:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; fi; \
 	fi
+
+# The team set-up (README "Team set-up"; tests/test_team.py): PostgreSQL for the MLflow server's backend store.
+team-packages:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+		echo "installing Debian packages: postgresql"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi; \
+	fi
+
+team-up: install team-packages
+	$(BIN)/musicid team up
+
+team-down: install
+	$(BIN)/musicid team down
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,7 +85,7 @@ demo: install
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."
 
-test: install
+test: install team-packages
 	$(BIN)/python -m pytest
 
 test-fast: install

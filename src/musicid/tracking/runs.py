@@ -189,6 +189,26 @@ def find_run(experiment_id: str, stage: str, signature: str) -> Any | None:
     return runs[0] if runs else None
 
 
+@contextlib.contextmanager
+def _ending(what: str) -> Iterator[None]:
+    """End the active MLflow run with the block: FINISHED, or FAILED when the block raised (as MLflow's
+    own `with run:` does). A store or server that cannot be reached to close it is one TrackingError
+    line, unless the block already failed: its error (often the same lost server) is the one to show."""
+    import mlflow
+
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    finally:
+        try:
+            with tracking_errors(f"cannot end {what}"):
+                mlflow.end_run(status)
+        except TrackingError:
+            if status == "FINISHED":
+                raise
+
+
 class StageRun:
     """What a stage logs through; a disabled tracker gets the same calls and does nothing."""
 
@@ -232,7 +252,7 @@ class StageRun:
         with tracking_errors(f"cannot start the nested MLflow run {name}"):
             nested = mlflow.start_run(experiment_id=self.run.info.experiment_id, run_name=f"{self.run.info.run_name} {name}",
                                       nested=True, tags=inherited | (tags or {}))
-        with nested:
+        with _ending(f"the nested MLflow run {name}"):
             yield StageRun(nested)
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -271,6 +291,6 @@ def stage_run(
             parent_run_id=parent.info.run_id if parent else None, log_system_metrics=system_metrics,
         )
         mlflow.log_params(flatten(params))
-    with active:
+    with _ending(f"the MLflow run for {stage}"):
         log.info(f"mlflow: {stage} run {active.info.run_id} in experiment {experiment!r} ({tracking_uri()})")
         yield StageRun(active)

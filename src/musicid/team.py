@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from musicid.errors import MusicidError
+from musicid.fsutil import _running
 
 STATE = "team.json"
 DATABASE = "musicid"
@@ -192,15 +193,8 @@ def server_healthy(uri: str, timeout: float = 2.0) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A recorded server pid that still runs (0: none recorded; a zombie does not count)."""
+    return pid > 0 and _running(pid)
 
 
 def start_mlflow(state: TeamState, wait_s: float = 180) -> None:

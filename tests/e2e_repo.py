@@ -70,6 +70,20 @@ def run(args: list[str], cwd: Path, env: dict[str, str], stdout_only: bool = Fal
     return done.stdout if stdout_only else done.stdout + done.stderr
 
 
+def run_queue(repo: Path, env: dict[str, str], jobs: int = 2, timeout_s: float = 480) -> str:
+    """`dvc queue start -j JOBS` (one torch thread per worker on two cores, as `exp tune` does), then wait
+    until nothing is queued or running; returns the last `dvc queue status`."""
+    import time
+
+    run(["dvc", "queue", "start", "-j", str(jobs)], repo, env | {"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = run(["dvc", "queue", "status"], repo, env)
+        if ("Queued" not in status and "Running" not in status) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
+
+
 def set_params(repo: Path, sections: dict[str, dict]) -> None:
     """Update sections named by dotted path ({"fingerprint.train": {...}}) in repo/params.yaml."""
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -8,13 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-from e2e_repo import copy_repo, env_for, run
+from e2e_repo import copy_repo, env_for, run, run_queue
 
 pytestmark = pytest.mark.slow
 
@@ -93,14 +92,7 @@ def test_a_queued_sweep_lands_in_the_repository_db_and_in_the_transcription_reco
     each retraining only the onset network and re-scoring (production training left out: not a target); every run in the repository's DB, and `musicid pitch records` lists all three."""
     repo, env = released["repo"], released["env"]
     run(["dvc", "exp", "run", "--queue", "-S", "pitch_onset.pos_weight=1,2,4", "pitch-transcribe-report"], repo, env)
-    # two at once (SQLite serialises their writes), one torch thread each on two cores, as `exp tune` does
-    run(["dvc", "queue", "start", "-j", "2"], repo, env | {"OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 480
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], repo, env)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    status = run_queue(repo, env)  # two at once (SQLite serialises their writes)
     assert status.count("Success") == 3, status
     runs = _runs_by_exp(repo, "musicid-pitch")
     queued = {name: found for name, found in runs.items() if name}

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import soundfile as sf
 
-from e2e_repo import copy_repo, env_for, run, set_params
+from e2e_repo import copy_repo, env_for, run, run_queue, set_params
 from musicid.tracking.pyfunc_io import encode_audio
 from musicid.team import TeamState, down, free_port, server_healthy, up
 
@@ -117,15 +117,9 @@ def test_a_two_worker_dvc_queue_writes_both_experiments_runs_at_once(team: TeamS
     repo, env = team_repo["repo"], team_repo["env"]
     run(["dvc", "exp", "run", "--queue", "-S", "fingerprint.train.epochs=1,3", "fingerprint-train"], repo, env)
     started = time.monotonic()
-    run(["dvc", "queue", "start", "-j", "2"], repo, env | {"OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 480
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], repo, env)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
+    status = run_queue(repo, env)
     elapsed = time.monotonic() - started
-    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", status.split()[-5]], repo, env)
+    assert status.count("Success") == 2, status
     client = _client(team)
     runs = client.search_runs([client.get_experiment_by_name("musicid-fingerprint").experiment_id],
                               filter_string="tags.`musicid.stage` = 'fingerprint-train'")

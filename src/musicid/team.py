@@ -122,9 +122,12 @@ def _run(args: list[str], what: str, timeout: float = 120) -> str:
     return done.stdout
 
 
-def load_state(folder: str | Path) -> TeamState | None:
+def load_state(folder: str | Path, *, required: bool = False) -> TeamState | None:
+    """What `up` recorded in <folder>; None (or, when required, one TeamError line) before the first up."""
     path = Path(folder) / STATE
     if not path.is_file():
+        if required:
+            raise TeamError(f"no {STATE} in {folder}: run `musicid team up` first")
         return None
     return TeamState(**json.loads(path.read_text()))
 

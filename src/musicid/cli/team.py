@@ -64,9 +64,7 @@ def team_status(folder: str, as_json: bool) -> None:
     """Whether the server answers, and where everything is."""
     from musicid.team import load_state, server_healthy
 
-    state = load_state(folder)
-    if state is None:
-        raise click.ClickException(f"no team.json in {folder}: run `musicid team up` first")
+    state = load_state(folder, required=True)
     healthy = server_healthy(state.tracking_uri)
     if as_json:
         _emit_json({"tracking_uri": state.tracking_uri, "healthy": healthy, "pg_port": state.pg_port, "dir": state.dir})
@@ -81,7 +79,5 @@ def team_env(folder: str) -> None:
     """Print `export MLFLOW_TRACKING_URI=...` for the running server (eval "$(musicid team env)")."""
     from musicid.team import load_state
 
-    state = load_state(folder)
-    if state is None:
-        raise click.ClickException(f"no team.json in {folder}: run `musicid team up` first")
+    state = load_state(folder, required=True)
     click.echo(f"export MLFLOW_TRACKING_URI={state.tracking_uri}")

@@ -23,12 +23,14 @@ debian-packages:
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; fi; \
 	fi
 
-# The team set-up (README "Team set-up"; tests/test_team.py): PostgreSQL for the MLflow server's backend store.
+# The team set-up (README "Team set-up"; tests/test_team.py, tests/test_ssh_remote.py): PostgreSQL for the
+# MLflow server's backend store, OpenSSH's server for the SSH DVC remote the tests start on loopback.
+TEAM_PACKAGES := postgresql openssh-server openssh-client
 team-packages:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
-		echo "installing Debian packages: postgresql"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
+		echo "installing Debian packages: $(TEAM_PACKAGES)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEAM_PACKAGES) >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEAM_PACKAGES) >/dev/null; fi; \
 	fi
 
 team-up: install team-packages

@@ -70,6 +70,19 @@ def run(args: list[str], cwd: Path, env: dict[str, str], stdout_only: bool = Fal
     return done.stdout if stdout_only else done.stdout + done.stderr
 
 
+def tagged_copy(template: Path, tmp_path: Path, *setup: list[str], tag: str = "v0.1") -> tuple[Path, dict[str, str]]:
+    """copy_repo, checked to be as reproduced (nothing stale), then the `setup` commands (e.g. a remote),
+    everything committed and tagged: a release."""
+    repo, env = copy_repo(template, tmp_path), env_for(tmp_path)
+    assert "up to date" in run(["dvc", "status"], repo, env)
+    for command in setup:
+        run(command, repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
+    run(["git", "tag", tag], repo, env)
+    return repo, env
+
+
 def run_queue(repo: Path, env: dict[str, str], jobs: int = 2, timeout_s: float = 480) -> str:
     """`dvc queue start -j JOBS` (one torch thread per worker on two cores, as `exp tune` does), then wait
     until nothing is queued or running; returns the last `dvc queue status`."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from e2e_repo import copy_repo, env_for, run, run_queue
+from e2e_repo import run, run_queue, tagged_copy
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +22,7 @@ pytestmark = pytest.mark.slow
 def released(tiny_pipeline: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`dvc repro` on tiny params (the session's, copied), an absolute local remote, everything committed and tagged v0.1."""
     tmp = tmp_path_factory.mktemp("release")
-    repo, env = copy_repo(tiny_pipeline["repo"], tmp), env_for(tmp)
-    run(["dvc", "remote", "modify", "local", "url", str(tmp / "remote")], repo, env)
-    assert "up to date" in run(["dvc", "status"], repo, env)  # the copy is as reproduced: nothing stale
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
-    run(["git", "tag", "v0.1"], repo, env)
+    repo, env = tagged_copy(tiny_pipeline["repo"], tmp, ["dvc", "remote", "modify", "local", "url", str(tmp / "remote")])
     ref = json.loads((repo / "data/manifests/refs.jsonl").read_text().splitlines()[0])
     audio, rate = sf.read(repo / "data/ingested" / ref["path"])
     sf.write(tmp / "clip.wav", audio[int(1.0 * rate) : int(3.5 * rate)], rate)

@@ -253,6 +253,29 @@ def data_verify_cache(remote: str | None, remove: bool, as_json: bool) -> None:
     sys.exit(1 if report.corrupt else 0)
 
 
+@data.command("remote-check")
+@click.argument("names", nargs=-1)
+@JSON_OPTION
+def data_remote_check(names: tuple[str, ...], as_json: bool) -> None:
+    """Check that each DVC remote (default: every configured one) can be listed, written and read.
+
+    One line per remote naming it and its URL; exit 2 if any refuses us (permission, key, host) or is unknown.
+    Run it before a long `dvc push` or in CI to learn which shared remote needs a fix.
+    """
+    from musicid.remote_check import check_remote, configured_remotes
+
+    names = names or tuple(configured_remotes(Path.cwd()))
+    if not names:
+        raise click.ClickException("no DVC remote configured (`dvc remote add -d NAME URL`)")
+    results = [check_remote(Path.cwd(), name) for name in names]
+    if as_json:
+        _emit_json([{"name": r.name, "url": r.url, "ok": r.ok, "detail": r.detail} for r in results])
+    else:
+        for r in results:
+            click.echo(r.line() if r.ok else f"error: {r.line()}", err=not r.ok)
+    sys.exit(0 if all(r.ok for r in results) else 2)
+
+
 @data.command("synth")
 @click.argument("out", type=click.Path(dir_okay=False))
 @PARAMS_OPTION

@@ -18,8 +18,20 @@ embedded with the model and answered by offset voting against each index kind. R
 recall of the approximate kinds' segment neighbours against flat (share of flat's k neighbours
 also returned), latency p50/p95 per query, index MB and MB per hour of audio.
 
+Part 4 (`--ondisk`): a catalog too large for this machine's memory as floats (default 1M tracks × 30
+vectors = 30M × 128 float32 = 15 GB) built as an IVF-PQ index with on-disk inverted lists, the way a
+large catalog is built by many workers: the quantizer and PQ are trained once on a sample, then
+vectors are generated block by block (tracks: a random centre per track, its segments near it, so
+tracks have internal structure as real music has) and each block is added to its own copy of the
+trained index and written as a shard; `faiss.contrib.ondisk.merge_ondisk` merges the shards into one
+`.ivfdata` file that searching memory-maps. Reports build time per phase, peak RSS, index bytes,
+latency p50/p95 per query segment (`--neighbors` nearest, `--nprobe` cells) with the lists cold on
+disk and warm, and recall@k against exact search over all vectors (recomputed block by block) on a
+sample of queries (stored vectors plus `--noise`).
+
     .venv/bin/python benchmarks/index_scaling.py                      # 1k, 10k, 100k tracks
     .venv/bin/python benchmarks/index_scaling.py --model models/fingerprint --tracks 1000
+    .venv/bin/python benchmarks/index_scaling.py --ondisk --tracks 1000000   # part 4: 30M vectors, on-disk IVF-PQ
     .venv/bin/python benchmarks/index_scaling.py --real /tmp/devidx --queries /tmp/dev-music/queries \
         --truth /tmp/dev-music/truth.json --model models/fingerprint --tracks 10000 100000 --kinds flat ivf_flat ivf_pq
 """
@@ -27,7 +39,9 @@ also returned), latency p50/p95 per query, index MB and MB per hour of audio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -197,6 +211,132 @@ def run_real(args: argparse.Namespace) -> None:
         del data
 
 
+def _track_block(first_track: int, n_tracks: int, per_track: int, dim: int, seed: int) -> np.ndarray:
+    """Vectors of tracks [first, first + n): each track a random centre, its segments near it (deterministic)."""
+    rng = np.random.default_rng([seed, first_track])
+    centres = rng.standard_normal((n_tracks, 1, dim), dtype=np.float32)
+    data = (centres + 0.6 * rng.standard_normal((n_tracks, per_track, dim), dtype=np.float32)).reshape(-1, dim)
+    faiss.normalize_L2(data)
+    return data
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ondisk(args: argparse.Namespace) -> None:
+    import os
+    import shutil
+    import tempfile
+
+    from faiss.contrib.ondisk import merge_ondisk
+    from tqdm import tqdm
+
+    n_tracks = args.tracks[0]
+    per_track = int(args.track_seconds / args.hop_s)
+    total, dim = n_tracks * per_track, args.dim
+    block_tracks = max(1, args.block_vectors // per_track)
+    nlist = args.nlist if args.nlist != 1024 else max(256, int(np.sqrt(total)) // 256 * 256)  # ~sqrt(N) cells
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ondisk-index-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"part 4: {n_tracks:,} tracks x {per_track} vectors = {total:,} vectors of {dim} dims "
+          f"({total * dim * 4 / 1e9:.1f} GB as float32), IVF{nlist},PQ{args.pq_m} with on-disk lists in {work}")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    sample_tracks = min(n_tracks, max(nlist * 30 // per_track, 1))  # ~30 training vectors per cell
+    picks = np.random.default_rng(1).choice(n_tracks, sample_tracks, replace=False)
+    sample = np.concatenate([_track_block(int(i), 1, per_track, dim, args.seed) for i in picks])
+    quantizer = faiss.IndexFlatIP(dim)
+    trained = faiss.IndexIVFPQ(quantizer, dim, nlist, args.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+    trained.train(sample)
+    faiss.write_index(trained, str(work / "trained.index"))
+    timings["train"] = time.perf_counter() - t
+    del sample
+
+    t = time.perf_counter()
+    shards = []
+    for first in tqdm(range(0, n_tracks, block_tracks), desc="add blocks", unit="block"):
+        n = min(block_tracks, n_tracks - first)
+        block = _track_block(first, n, per_track, dim, args.seed)
+        shard = faiss.read_index(str(work / "trained.index"))
+        shard.add_with_ids(block, np.arange(first * per_track, first * per_track + len(block), dtype=np.int64))
+        name = work / f"block-{first:09d}.index"
+        faiss.write_index(shard, str(name))
+        shards.append(str(name))
+        del shard, block
+    timings["add"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    index = faiss.read_index(str(work / "trained.index"))
+    merge_ondisk(index, shards, str(work / "merged.ivfdata"))
+    faiss.write_index(index, str(work / "populated.index"))
+    for name in shards:
+        os.remove(name)
+    timings["merge"] = time.perf_counter() - t
+    del index
+    disk = sum(p.stat().st_size for p in work.iterdir() if p.name in ("merged.ivfdata", "populated.index"))
+    build_rss = _peak_rss_mb()
+
+    rng = np.random.default_rng(7)
+    query_ids = rng.choice(total, args.queries, replace=False)
+    queries = np.empty((len(query_ids), dim), dtype=np.float32)
+    firsts = query_ids // per_track // block_tracks * block_tracks
+    for first in np.unique(firsts):  # a vector is regenerated with the whole block it was added in, one block at a time
+        block = _track_block(int(first), min(block_tracks, n_tracks - int(first)), per_track, dim, args.seed)
+        queries[firsts == first] = block[query_ids[firsts == first] - int(first) * per_track]
+        del block
+    queries += args.noise * rng.standard_normal(queries.shape, dtype=np.float32)
+    faiss.normalize_L2(queries)
+
+    os.system("sync")
+    with contextlib.suppress(OSError):  # drop the page cache (root only) so the first pass reads lists from disk
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    index = faiss.read_index(str(work / "populated.index"))  # its OnDiskInvertedLists memory-map merged.ivfdata
+    index.nprobe = args.nprobe
+    faiss.omp_set_num_threads(1)  # one query at a time, as a service answers
+    passes = {}
+    for label in ("cold", "warm"):
+        latencies, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, ids = index.search(q[None], args.neighbors)
+            latencies.append((time.perf_counter() - t) * 1000)
+            found.append(ids[0])
+        passes[label] = (np.percentile(latencies, 50), np.percentile(latencies, 95))
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    search_rss = _peak_rss_mb()
+
+    t = time.perf_counter()  # exact neighbours: every vector again, block by block
+    exact_scores = np.full((len(queries), args.neighbors), -np.inf, dtype=np.float32)
+    exact_ids = np.zeros((len(queries), args.neighbors), dtype=np.int64)
+    for first in tqdm(range(0, n_tracks, block_tracks), desc="exact search", unit="block"):
+        n = min(block_tracks, n_tracks - first)
+        block = _track_block(first, n, per_track, dim, args.seed)
+        scores = queries @ block.T
+        top = np.argpartition(-scores, args.neighbors - 1, axis=1)[:, : args.neighbors]
+        cand_scores = np.concatenate([exact_scores, np.take_along_axis(scores, top, 1)], axis=1)
+        cand_ids = np.concatenate([exact_ids, top + first * per_track], axis=1)
+        keep = np.argsort(-cand_scores, axis=1)[:, : args.neighbors]
+        exact_scores, exact_ids = np.take_along_axis(cand_scores, keep, 1), np.take_along_axis(cand_ids, keep, 1)
+    timings["exact"] = time.perf_counter() - t
+    recall = np.mean([len(set(f) & set(e)) / args.neighbors for f, e in zip(found, exact_ids)])
+    top1 = np.mean([f[0] == e[0] for f, e in zip(found, exact_ids)])
+    self_hit = np.mean([q in f for q, f in zip(query_ids, found)])
+
+    print(f"\n| vectors | build: train / add / merge | peak RSS build / search | index on disk | "
+          f"latency p50 / p95 cold | warm | recall@{args.neighbors} vs exact | top-1 = exact | query's own vector found |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {total:,} | {timings['train']:.0f} / {timings['add']:.0f} / {timings['merge']:.0f} s | "
+          f"{build_rss:,.0f} / {search_rss:,.0f} MB | {disk / 1e9:.2f} GB | "
+          f"{passes['cold'][0]:.1f} / {passes['cold'][1]:.1f} ms | {passes['warm'][0]:.1f} / {passes['warm'][1]:.1f} ms | "
+          f"{recall:.3f} | {top1:.3f} | {self_hit:.3f} |")
+    print(f"({args.queries} queries, nprobe {args.nprobe}, noise {args.noise}; exact search took {timings['exact']:.0f} s)")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracks", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -218,7 +358,14 @@ def main() -> None:
     parser.add_argument("--real", help="an index folder of real-music references: part 3")
     parser.add_argument("--queries-dir", "--queries-folder", dest="queries_dir", help="folder of real query clips (part 3)")
     parser.add_argument("--truth", help="truth.json of those queries (part 3)")
+    parser.add_argument("--ondisk", action="store_true", help="part 4: one on-disk IVF-PQ index of --tracks[0] tracks")
+    parser.add_argument("--block-vectors", type=int, default=1_000_000, help="part 4: vectors generated and added per block")
+    parser.add_argument("--seed", type=int, default=0, help="part 4: catalog seed")
+    parser.add_argument("--workdir", help="part 4: keep the index here (default: a temporary folder, removed)")
     args = parser.parse_args()
+    if args.ondisk:
+        run_ondisk(args)
+        return
     if args.real:
         if not (args.model and args.queries_dir and args.truth):
             parser.error("--real needs --model, --queries-dir and --truth")

@@ -64,8 +64,6 @@ def check_remote(repo_root: str | Path, name: str) -> RemoteStatus:
                     return RemoteStatus(name, url, False, "what was written reads back different")
             finally:
                 fs.rm_file(probe)
-        except MusicidError:
-            raise
         except Exception as exc:  # noqa: BLE001 - every backend raises its own types; named in the line
             return RemoteStatus(name, url, False, _hint(exc, name))
         return RemoteStatus(name, url, True, "ok (list, write, read back, delete)")

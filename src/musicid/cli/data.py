@@ -262,11 +262,11 @@ def data_remote_check(names: tuple[str, ...], as_json: bool) -> None:
     One line per remote naming it and its URL; exit 2 if any refuses us (permission, key, host) or is unknown.
     Run it before a long `dvc push` or in CI to learn which shared remote needs a fix.
     """
-    from musicid.remote_check import check_remote, configured_remotes
+    from musicid.remote_check import RemoteError, check_remote, configured_remotes
 
     names = names or tuple(configured_remotes(Path.cwd()))
     if not names:
-        raise click.ClickException("no DVC remote configured (`dvc remote add -d NAME URL`)")
+        raise RemoteError("no DVC remote configured (`dvc remote add -d NAME URL`)")
     results = [check_remote(Path.cwd(), name) for name in names]
     if as_json:
         _emit_json([{"name": r.name, "url": r.url, "ok": r.ok, "detail": r.detail} for r in results])

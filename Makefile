@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install debian-packages team-packages team-up team-down demo test test-fast bench clean-venv
+.PHONY: install debian-packages team-packages team-up team-down demo test test-team test-fast bench clean-venv
 
 # Debian packages: fluidsynth + the FluidR3 GM soundfont render the chorales (pitch-notes-render).
 DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm
@@ -87,8 +87,13 @@ demo: install
 	echo "         reports/{fingerprint,works}/ (train, eval: metrics + plots; model-card.md, benchmark-report.md," && \
 	echo "         release-checklist.md), mlflow.db (runs + registry: mlflow ui --backend-store-uri sqlite:///mlflow.db)."
 
-test: install team-packages
-	$(BIN)/python -m pytest
+# `make test`: the suite but the team-scale tests; `make test-team`: those (PostgreSQL + MLflow server, sshd,
+# DDP processes, a Dask cluster: each started for real). .ci/run runs both.
+test: install
+	$(BIN)/python -m pytest -m "not team"
+
+test-team: install team-packages
+	$(BIN)/python -m pytest -m team
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"

@@ -19,7 +19,7 @@ import soundfile as sf
 from e2e_repo import run, tagged_copy
 from musicid.team import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.team]
 SSHD = "/usr/sbin/sshd"
 
 

@@ -21,7 +21,7 @@ from e2e_repo import copy_repo, env_for, run, run_queue, set_params
 from musicid.tracking.pyfunc_io import encode_audio
 from musicid.team import TeamState, down, free_port, server_healthy, up
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.team]
 
 FINGERPRINT_STAGES = ["fingerprint-train", "fingerprint-index", "fingerprint-evaluate", "fingerprint-report"]
 

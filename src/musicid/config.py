@@ -181,6 +181,10 @@ class TrainConfig(Section):
     val_hop_s: float = Field(0.5, gt=0)  # clean val segments every this (the index hop it anticipates)
     patience: int = Field(4, ge=1)  # epochs without validation improvement before stopping
 
+    def ddp_batch(self, section: str) -> tuple[str, int]:
+        """(the keys that set it, the batch DDP ranks split): each rank embeds batch / world size pairs."""
+        return f"{section}.batch_size", self.batch_size
+
     @model_validator(mode="after")
     def _snr_ordered(self) -> "TrainConfig":
         if self.snr_db_max < self.snr_db_min:
@@ -260,6 +264,8 @@ class SpineTrainConfig(Section):
     """Settings every family's training shares (params.yaml `train:`)."""
 
     deterministic: bool = False  # seeded Python/NumPy/torch + torch's deterministic algorithms (cuDNN, cuBLAS)
+    # > 1: a training stage runs as this many DDP processes (gloo on CPU, nccl on CUDA); under torchrun its env decides
+    world_size: int = Field(1, ge=1, le=64)
 
 
 class GatesConfig(Section):
@@ -400,6 +406,10 @@ class WorksTrainConfig(Section):
     max_roll_bins: int = Field(12, ge=0)
     patience: int = Field(10, ge=1)  # epochs without a val mAP gain before stopping
     eval_every: int = Field(5, ge=1)  # named test sets are scored every N epochs (MLflow mAP_<testset>)
+
+    def ddp_batch(self, section: str) -> tuple[str, int]:
+        """(the keys that set it, the batch DDP ranks split): works × chunks of each (fewer if fewer works)."""
+        return f"{section}.works_per_batch × {section}.per_work", self.works_per_batch * self.per_work
 
 
 class WorksEvaluateConfig(Section):
@@ -569,6 +579,11 @@ class PitchTrainConfig(Section):
     patience: int = Field(4, ge=1)
     val_windows: int = Field(512, ge=8)  # per validation set
 
+    def ddp_batch(self, section: str) -> tuple[str, int]:
+        """(the keys that set it, the batch DDP ranks split): the rows drawn from each set per step."""
+        return (f"{section}.batch_size / len({section}.sets) ({self.batch_size} / {len(self.sets)})",
+                max(1, self.batch_size // len(self.sets)))
+
 
 class PitchEvaluateConfig(Section):
     """Held-out windows: bin-level P/R/F1, single-note cents errors, the phase probes."""
@@ -700,6 +715,11 @@ class NoteNetConfig(Section):
     threshold: float = Field(0.5, ge=0, le=1)  # frame-level P/R/F1 are read at this probability
     patience: int = Field(5, ge=1)  # early stop after this many epochs without a better eval F1
     eval_windows: int = Field(256, ge=1)  # windows of each split scored per epoch (train and eval)
+
+    def ddp_batch(self, section: str) -> tuple[str, int]:
+        """(the keys that set it, the batch DDP ranks split): the rows drawn from each set per step."""
+        return (f"{section}.batch_size / len({section}.sets) ({self.batch_size} / {len(self.sets)})",
+                max(1, self.batch_size // len(self.sets)))
 
     @model_validator(mode="after")
     def _fits(self) -> "NoteNetConfig":

@@ -116,9 +116,30 @@ def _sweep(candidates: list[Path]) -> int:
     return freed
 
 
+_publishing = True
+
+
+def publish_nothing() -> None:
+    """From now on atomic writes go to scratch space and are dropped: this process computes what
+    another one publishes (a DDP worker rank: rank 0 writes the stage's outputs)."""
+    global _publishing
+    _publishing = False
+
+
+def _scratch(is_dir: bool) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="musicid-unpublished-"))
+    try:
+        yield folder if is_dir else folder / "file"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `target` only if the block succeeds."""
+    if not _publishing:
+        yield from _scratch(is_dir=True)
+        return
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_staging(target)
@@ -136,6 +157,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 @contextmanager
 def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that replaces `target` only if the block succeeds."""
+    if not _publishing:
+        yield from _scratch(is_dir=False)
+        return
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_staging(target)

@@ -25,6 +25,7 @@ class Trainer:
     section: str  # dotted params section of its training knobs; `<section>.seed`, `<section>.patience`
     accuracy: str  # per-epoch metric it selects the best epoch by (higher is better)
     loss: str  # per-epoch loss read beside it (a validation loss where the family has one)
+    prod_stage: str = ""  # the production stage that runs the same loop (`<family>-train-prod`), if any
 
     @property
     def seed_key(self) -> str:

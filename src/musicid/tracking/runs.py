@@ -272,7 +272,7 @@ def stage_run(
 
     A family's runs go to the experiment `<tracking.experiment>-<family>` (musicid-works, ...).
     """
-    if not cfg.enabled:
+    if not cfg.enabled or os.environ.get("RANK", "0") != "0":  # DDP: rank 0 alone logs (training/distributed.py)
         yield StageRun(None)
         return
     import mlflow

@@ -16,7 +16,10 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    torch.manual_seed(seed)  # CPU and every CUDA device
+    """Under DDP rank r seeds torch's global generator with seed + r (its own dropout masks); rank 0 as alone."""
+    from musicid.training.distributed import current_world
+
+    torch.manual_seed(seed + current_world().rank)  # CPU and every CUDA device
     if not deterministic:
         return
     random.seed(seed)

@@ -5,7 +5,8 @@ per-step schedule), `validate(epoch)` (the epoch's validation figures) and `bett
 (whether this epoch beats the best so far). The loop checkpoints model, optimiser, scheduler,
 generator and RNG state after every epoch under a key of (configs, data version), so an
 interrupted run resumes where it stopped and finishes with the same weights as an uninterrupted
-one; the checkpoint is removed once the best model is returned.
+one; the checkpoint is removed once the best model is returned. Under DDP (`distributed.py`) every
+rank runs this loop in step and rank 0 alone validates, logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from musicid.fsutil import atomic_file
+from musicid.training.distributed import current_world
 
 
 def run_key(*parts: Any) -> str:
@@ -96,8 +98,13 @@ def fit(
     every history row, also those restored when resuming (e.g. for MLflow); `on_epoch(epoch)` runs
     after the checkpoint is written (tests interrupt there). `extra_modules` are trained alongside
     the model but not part of it (e.g. a loss's learned centres): checkpointed and restored with it.
+
+    Under DDP (training/distributed.py) every rank steps; rank 0 alone validates (the others get its
+    row), logs, prints and writes the checkpoint, which holds every rank's torch RNG state.
     """
     extra_modules = extra_modules or {}
+    world = current_world()
+    progress, log_epoch = progress and world.main, log_epoch if world.main else None
     checkpoint = checkpoint_dir / "last.pt"
     result = LoopResult()
     start_epoch = 1
@@ -110,13 +117,14 @@ def fit(
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng_ranks"][world.rank] if world.distributed else state["torch_rng"])
         result.best_state = state["best_model"]
         result.history = [dict(row) for row in json.loads(state["history_json"])]
         result.best_epoch = int(state["best_epoch"])
         start_epoch = int(state["epoch"]) + 1
         result.resumed_from_epoch = start_epoch - 1
-        print(f"{label}: resuming from epoch {start_epoch - 1} ({checkpoint})")
+        if world.main:
+            print(f"{label}: resuming from epoch {start_epoch - 1} ({checkpoint})")
         for row in result.history if log_epoch is not None else []:
             log_epoch(row)
     model.train()
@@ -129,30 +137,37 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         if end_epoch is not None:
             end_epoch(epoch)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(epoch), "lr": lr,
-               "seconds": round(time.perf_counter() - began, 2)}
+        train_loss = float(np.mean(world.gather_objects(float(np.mean(losses)))))
+        row = world.broadcast({"epoch": epoch, "train_loss": train_loss, **validate(epoch), "lr": lr,
+                               "seconds": round(time.perf_counter() - began, 2)} if world.main else None)
         model.train()
         result.history.append(row)
         if log_epoch is not None:
             log_epoch(row)
-        print(f"{label}: epoch {epoch}: " + (describe(row) if describe else f"loss {row['train_loss']:.3f}"))
+        if world.main:
+            print(f"{label}: epoch {epoch}: " + (describe(row) if describe else f"loss {row['train_loss']:.3f}"))
         if better(row, result.history[result.best_epoch - 1] if result.best_epoch else None):
             result.best_epoch = epoch
             result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(checkpoint) as tmp:
-            torch.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "extra": {name: module.state_dict() for name, module in extra_modules.items()},
-                "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_model": result.best_state,
-                "history_json": json.dumps(result.history), "best_epoch": result.best_epoch, "epoch": epoch,
-            }, tmp)
+        rng_states = world.gather_objects(torch.get_rng_state())
+        if world.main:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_file(checkpoint) as tmp:
+                torch.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "extra": {name: module.state_dict() for name, module in extra_modules.items()},
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_model": result.best_state,
+                    "history_json": json.dumps(result.history), "best_epoch": result.best_epoch, "epoch": epoch,
+                    **({"torch_rng_ranks": rng_states} if world.distributed else {}),
+                }, tmp)
+        world.barrier()  # no rank runs ahead of a checkpoint it could be resumed from
         if on_epoch is not None:
             on_epoch(epoch)
         if epoch - result.best_epoch >= patience:
             result.stopped_early = True
-            print(f"{label}: early stop after epoch {epoch}: no {monitor} gain for {patience} epochs")
+            if world.main:
+                print(f"{label}: early stop after epoch {epoch}: no {monitor} gain for {patience} epochs")
             break
     assert result.best_state is not None
     model.load_state_dict(result.best_state)
@@ -160,5 +175,6 @@ def fit(
 
 
 def finish(checkpoint_dir: Path) -> None:
-    """Drop a finished run's checkpoint (the model folder is the result now)."""
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    """Drop a finished run's checkpoint (the model folder is the result now); rank 0's to drop under DDP."""
+    if current_world().main:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -30,6 +30,7 @@ FAMILY = Family(
     headline_metric="main_top1",
     code=("src/musicid/families/fingerprint",),
     register=stages.register_workspace,
-    trainers=(Trainer("fingerprint-train", "fingerprint.train", accuracy="val_top1", loss="val_loss"),),
+    trainers=(Trainer("fingerprint-train", "fingerprint.train", accuracy="val_top1", loss="val_loss",
+                     prod_stage="fingerprint-train-prod"),),
     prod_heldout=lambda run_params: ["top1_test"],  # the test split's windows (fingerprint/prod.py HELD_OUT)
 )

@@ -24,6 +24,7 @@ from musicid.device import resolve_device
 from musicid.families.fingerprint.io import save_model
 from musicid.store import open_store, read_windows
 from musicid.training.determinism import seed_everything
+from musicid.training.distributed import current_world
 from musicid.training.loop import LoopResult, TrainResult, finish, fit, run_key, store_version, write_history
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_top1", "lr", "seconds")
@@ -159,11 +160,16 @@ def fit_fingerprinter(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     degradation = degrade_spec(cfg)
+    world = current_world()  # DDP: each rank embeds its share of the pairs; negatives come from the whole batch
+    world.check_divides(*cfg.ddp_batch("fingerprint.train"))
+    embed_pairs = world.wrap(model, lambda anchor, positive: (model(anchor), model(positive)), device)
 
     def step() -> float:
         anchor, positive = sampler.sample(cfg.batch_size, gen)
         positive = degrade(positive, sample_rate, degradation, gen, bank)
-        loss = nt_xent(model(anchor), model(positive), cfg.temperature)
+        anchor, positive = world.share(anchor), world.share(positive)
+        anchor_emb, positive_emb = embed_pairs(anchor, positive)
+        loss = nt_xent(world.gather(anchor_emb), world.gather(positive_emb), cfg.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

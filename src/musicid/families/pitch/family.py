@@ -36,8 +36,8 @@ FAMILY = Family(
     more_registries=lambda params: [params.pitch_transcribe.registry],  # musicid-transcriber
     trainers=(
         Trainer("pitch-train", "pitch.train", accuracy="val_polyphonic_f1", loss="val_loss"),
-        Trainer("pitch-onset-train", "pitch_onset", accuracy="eval_f1", loss="eval_loss"),
-        Trainer("pitch-frame-train", "pitch_frame", accuracy="eval_f1", loss="eval_loss"),
+        Trainer("pitch-onset-train", "pitch_onset", accuracy="eval_f1", loss="eval_loss", prod_stage="pitch-train-prod"),
+        Trainer("pitch-frame-train", "pitch_frame", accuracy="eval_f1", loss="eval_loss", prod_stage="pitch-train-prod"),
     ),
     prod_heldout=_prod_heldout,
 )

@@ -25,6 +25,7 @@ from musicid.models.io import save_model
 from musicid.store import WindowDataset, open_store
 from musicid.training import fit, run_key, store_version, write_history
 from musicid.training.determinism import seed_everything
+from musicid.training.distributed import current_world
 from musicid.training.loop import LoopResult, TrainResult, finish
 
 FAMILY = "pitch"
@@ -153,8 +154,12 @@ def fit_notenet(
     pos_weight = torch.tensor(cfg.pos_weight, device=device)
     rows_of = {name: {s: scored_rows(pool, cfg.eval_windows) for s, pool in by.items()} for name, by in scored.items()}
 
+    world = current_world()  # DDP: each rank reads and learns from its share of the rows
+    world.check_divides(*cfg.ddp_batch(f"pitch_{kind}"))
+    net = world.wrap(model, device=device)
+
     def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["waveform"].to(device))
+        logits = net(batch["waveform"].to(device))
         target = batch[kind].to(device).float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
         conv_l2, fc_l2 = model.l2_terms()
@@ -164,7 +169,7 @@ def fit_notenet(
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for pool in train.values():
-            rows = torch.randint(0, len(pool), (per_set,), generator=gen).numpy()
+            rows = world.share(torch.randint(0, len(pool), (per_set,), generator=gen).numpy())
             loss = loss_of(pool.read_batch(rows)) / len(train)
             loss.backward()
             total += float(loss.detach())

@@ -11,7 +11,7 @@ threshold) and single-note accuracy (sanity val), logged per epoch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from musicid.families.pitch.model import PitchNet, PitchSpec, frame_pitches_hz, 
 from musicid.fsutil import write_json
 from musicid.store import WindowDataset, open_store
 from musicid.training.determinism import seed_everything
+from musicid.training.distributed import current_world
 from musicid.training.loop import TrainResult, finish, fit, run_key, store_version, write_history
 
 TARGETS = ("confidence", "energy")
@@ -72,9 +73,11 @@ def blurred(target: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
     return torch.maximum(target, spread.clamp(max=1.0))
 
 
-def loss_of(model: PitchNet, batch: dict[str, torch.Tensor], cfg: PitchTrainConfig, device: torch.device) -> torch.Tensor:
+def loss_of(model: Any, batch: dict[str, torch.Tensor], cfg: PitchTrainConfig, device: torch.device,
+            l2_of: PitchNet | None = None) -> torch.Tensor:
+    """`model` may be the DDP-wrapped network; `l2_of` is then the PitchNet whose weights the L2 terms read."""
     logits, energy = model(batch["waveform"].to(device))
-    conv_l2, fc_l2 = model.l2_terms()
+    conv_l2, fc_l2 = (l2_of or model).l2_terms()
     return loss_from(logits, energy, batch, cfg, device) + cfg.conv_l2 * conv_l2 + cfg.fc_l2 * fc_l2
 
 
@@ -141,12 +144,16 @@ def train_pitch(
     key = run_key(synth, model_cfg, cfg, *(store_version(p) for paths in stores.values() for p in paths.values()))
     checkpoint_dir = checkpoint_root / key
 
+    world = current_world()  # DDP: each rank reads and learns from its share of the rows
+    world.check_divides(*cfg.ddp_batch("pitch.train"))
+    net = world.wrap(model, device=device)
+
     def step() -> float:
         losses = []
         optimizer.zero_grad(set_to_none=True)
         for ds in train.values():
-            rows = torch.randint(0, len(ds), (per_set,), generator=gen).numpy()
-            loss = loss_of(model, ds.read_batch(rows), cfg, device) / len(train)
+            rows = world.share(torch.randint(0, len(ds), (per_set,), generator=gen).numpy())
+            loss = loss_of(net, ds.read_batch(rows), cfg, device, l2_of=model) / len(train)
             loss.backward()
             losses.append(float(loss.detach()))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

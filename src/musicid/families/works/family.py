@@ -24,6 +24,6 @@ FAMILY = Family(
     headline_metric="test_unseen_mAP",
     code=("src/musicid/families/works",),
     register=stages.register_workspace,
-    trainers=(Trainer("works-train", "works.train", accuracy="val_mAP", loss="val_loss"),),
+    trainers=(Trainer("works-train", "works.train", accuracy="val_mAP", loss="val_loss", prod_stage="works-train-prod"),),
     prod_heldout=lambda run_params: [f"mAP_{name}" for name in run_params.get("prod.holdout", "").split(",") if name],
 )

@@ -28,6 +28,7 @@ from musicid.families.works.model import WorkEncoder, WorkSpec
 from musicid.fsutil import write_json
 from musicid.store.ragged import RaggedStore
 from musicid.training.determinism import seed_everything
+from musicid.training.distributed import current_world
 from musicid.training.loop import LoopResult, TrainResult, finish, fit, run_key, store_version, write_history
 
 IN_MEMORY_BYTES = 2 << 30  # feature stores up to this are read into memory once
@@ -175,15 +176,18 @@ def fit_encoder(
     optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(cfg.min_lr / lr, cfg.lr_decay ** e))
     gen = torch.Generator().manual_seed(cfg.seed)
+    world = current_world()  # DDP: each rank encodes its share of the chunks; triplets are mined in the whole batch
+    world.check_divides(cfg.ddp_batch("works.train")[0], min(cfg.works_per_batch, len(sampler.classes)) * cfg.per_work)
+    # the classifier and the centres learn outside the wrapped forward: DDP averages every gradient all the same
+    encode = world.wrap([model, center], model.embed_raw, device)
 
     def step() -> float:
         frames = cfg.chunk_frames[int(torch.randint(0, len(cfg.chunk_frames), (1,), generator=gen))]
-        x, labels = sampler.sample(frames, gen)
-        x, labels = x.to(device), labels.to(device)
-        raw = model.embed_raw(x)
+        x, labels = (world.share(t).to(device) for t in sampler.sample(frames, gen))
+        raw = encode(x)
         emb = torch.nn.functional.normalize(raw, dim=-1)
         loss = (cfg.focal_weight * focal_loss(model.logits(raw), labels, cfg.focal_gamma)
-                + cfg.triplet_weight * batch_hard_triplet(emb, labels, cfg.triplet_margin)
+                + cfg.triplet_weight * batch_hard_triplet(world.gather(emb), world.gather(labels), cfg.triplet_margin)
                 + cfg.center_weight * center(emb, labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,6 +6,7 @@ done, with a one-line message that names the key and the allowed values.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -210,6 +211,24 @@ class IndexConfig(VectorIndexConfig):
     batch_size: int = Field(256, ge=1)
     decode_workers: int = Field(2, ge=0)  # processes decoding ahead while the model embeds (0 = in-process)
     density_neighbors: int = Field(10, ge=0)  # per segment: neighbours of other tracks averaged for hub discounting (0 = none)
+    # who embeds the refs: this process (local), or Dask workers (dask: a scheduler at dask_address,
+    # or with dask_address "" a LocalCluster of dask_workers processes started for the build)
+    engine: Literal["local", "dask"] = "local"
+    dask_address: str = ""
+    dask_workers: int = Field(2, ge=1)
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address_is_host_port(cls, value: str) -> str:
+        if value and not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", value):
+            raise ValueError(f"{value!r} is not a Dask scheduler address such as tcp://host:8786 (\"\" = a local cluster)")
+        return value
+
+    @model_validator(mode="after")
+    def _dask_settings_need_dask_engine(self) -> "IndexConfig":
+        if self.engine != "dask" and self.dask_address:
+            raise ValueError(f"dask_address is set ({self.dask_address}) but engine is {self.engine!r}; set engine: dask")
+        return self
 
 
 class IdentifyConfig(Section):

@@ -29,12 +29,16 @@ def index_group() -> None:
 @PARAMS_OPTION
 @click.option("--kind", type=click.Choice(["flat", "ivf_flat", "ivf_pq"]), default=None,
               help="Override fingerprint.index.kind (flat = exact inner product).")
-def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind: str | None) -> None:
+@click.option("--dask", "cluster", default=None, metavar="ADDRESS|local:N",
+              help="Embed on Dask workers: a scheduler address (tcp://host:8786) or local:N (N worker processes "
+                   "started here). Same index as without. Default: fingerprint.index.engine / dask_address.")
+def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind: str | None, cluster: str | None) -> None:
     """Embed every audio file under AUDIO_DIR (named by relative path) into an index at --out.
 
     Index settings come from params.yaml's `fingerprint.index` section (defaults without it). An interrupted
     build resumes from `<out>.partial/` when rerun with the same model and files. A second build
-    into the same folder while one runs stops at once, naming the running one.
+    into the same folder while one runs stops at once, naming the running one. With --dask, workers
+    open the audio and model folders at the driver's absolute paths (one machine or a shared filesystem).
     """
     import time
 
@@ -48,12 +52,23 @@ def index_build(audio_dir: str, out_dir: str, model: str, params_path: str, kind
         cfg = load_params_or_defaults(params_path).fingerprint.index
         if kind is not None:
             cfg = cfg.model_copy(update={"kind": kind})
+        if cluster is None and cfg.engine == "dask":
+            from musicid.index.distributed import cluster_of
+
+            cluster = cluster_of(cfg)
         refs = index_refs_from_folder(audio_dir)
         with resolved_model(model, params_path) as (model_dir, _, described, _settings):
-            click.echo(f"model: {described}", err=True)
+            click.echo(f"model: {described}" + (f"; embedding on Dask ({cluster})" if cluster else ""), err=True)
             loaded = load_model(model_dir, cfg.device)
-        started = time.perf_counter()
-        meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
+            if cluster:  # the workers load the model from model_dir, so the build runs while it exists
+                from musicid.index.distributed import build_index_distributed
+
+                started = time.perf_counter()
+                meta = build_index_distributed(refs, loaded, model_dir, load_model, out_dir, cfg, cluster,
+                                               progress=sys.stderr.isatty())
+        if not cluster:
+            started = time.perf_counter()
+            meta = build_index(refs, loaded, out_dir, cfg, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
     speed = meta["hours"] * 3600 / seconds if seconds > 0 else float("inf")
     click.echo(

@@ -13,6 +13,7 @@ Embedding is the slow part, so it is resumable: embeddings accumulate in `<out_d
 `checkpoint_every_refs` refs. A rerun with the same model signature, hop and refs list embeds
 only the refs not yet in a part; a partial folder made by anything else is discarded. The index
 itself is written atomically and the partial folder removed once it is in place.
+`musicid.index.distributed` has Dask workers write the same parts and merges them with `merge_parts`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import math
 import shutil
+import zipfile
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -192,8 +194,12 @@ def _read_part_refs(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return part["ref_index_done"].astype(np.int64), part["duration_s"].astype(np.float64)
 
 
-def _open_partial(partial: Path, header: dict[str, Any]) -> list[str]:
-    """Validate (or start) the partial folder; return the part files that can be reused."""
+def _open_partial(partial: Path, header: dict[str, Any], adopt_unlisted: bool = False) -> list[str]:
+    """Validate (or start) the partial folder; return the part files that can be reused.
+
+    `adopt_unlisted`: a readable part file that progress.json does not list yet (written by a
+    worker whose driver died before listing it) is kept and listed, unless it repeats refs already
+    listed; otherwise such strays are removed."""
     progress_path = partial / PROGRESS_FILE
     if partial.exists():
         reason = None
@@ -206,6 +212,8 @@ def _open_partial(partial: Path, header: dict[str, Any]) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             reason = f"it is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         if reason is None:
+            if adopt_unlisted:
+                parts = _adopt_unlisted_parts(partial, progress, parts)
             listed = set(parts) | {PROGRESS_FILE}
             for stray in partial.iterdir():  # a part written but never listed (crash in between)
                 if stray.name not in listed:
@@ -218,22 +226,69 @@ def _open_partial(partial: Path, header: dict[str, Any]) -> list[str]:
     return []
 
 
-def embed_refs(
-    refs: list[tuple[str, Path]], loaded: Embedder, partial: Path, cfg: IndexConfig, progress: bool = True
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Embed every ref not yet in `partial`; return (part file names, skipped refs)."""
+def _adopt_unlisted_parts(partial: Path, progress: dict[str, Any], parts: list[str]) -> list[str]:
+    """`parts` plus every readable unlisted part whose refs no listed part has; progress.json updated."""
+    done = set()
+    for name in parts:
+        done.update(_read_part_refs(partial / name)[0].tolist())
+    adopted = list(parts)
+    for stray in sorted(partial.glob("part-*.npz")):
+        if stray.name in adopted:
+            continue
+        try:
+            refs_in_part = set(_read_part_refs(stray)[0].tolist())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            continue  # not a whole part: removed with the other strays
+        if refs_in_part and not refs_in_part & done:
+            adopted.append(stray.name)
+            done |= refs_in_part
+    if len(adopted) > len(parts):
+        log.info("index: kept %d part(s) written after the last progress update", len(adopted) - len(parts))
+        write_json(partial / PROGRESS_FILE, {**progress, "parts": adopted})
+    return adopted
+
+
+def resume_partial(
+    refs: list[tuple[str, Path]], loaded: Embedder, partial: Path, cfg: IndexConfig, adopt_unlisted: bool = False
+) -> tuple[dict[str, Any], list[str], list[int]]:
+    """Open `partial` for these refs: (progress header, reusable part names, ref positions still to embed)."""
     names = [name for name, _ in refs]
     duplicates = [name for name, count in Counter(names).items() if count > 1]
     if duplicates:
         raise RefIndexError(f"reference name {duplicates[0]!r} appears more than once ({len(duplicates)} duplicated)")
     header = _progress_header(loaded, cfg, names)
-    parts = _open_partial(partial, header)
+    parts = _open_partial(partial, header, adopt_unlisted)
     done: set[int] = set()
     for name in parts:
         done.update(_read_part_refs(partial / name)[0].tolist())
     if done:
         log.info("index: resuming: %d of %d refs already embedded", len(done), len(refs))
-    pending = [i for i in range(len(refs)) if i not in done]
+    return header, parts, [i for i in range(len(refs)) if i not in done]
+
+
+def write_part(path: Path, embedded: list[tuple[int, np.ndarray, np.ndarray, float]]) -> None:
+    """One part file from (ref position, embeddings, starts_s, duration_s) rows, written atomically."""
+    _save_part(
+        path,
+        embeddings=np.concatenate([row[1] for row in embedded]).astype(np.float32),
+        ref_index=np.concatenate([np.full(len(row[1]), row[0], dtype=np.int64) for row in embedded]),
+        offset_s=np.concatenate([row[2] for row in embedded]).astype(np.float32),
+        ref_index_done=np.array([row[0] for row in embedded], dtype=np.int64),
+        duration_s=np.array([row[3] for row in embedded], dtype=np.float64),
+    )
+
+
+def list_parts(partial: Path, header: dict[str, Any], parts: list[str]) -> None:
+    """Record `parts` in progress.json: a part counts (survives a resume) once listed here."""
+    write_json(partial / PROGRESS_FILE, {**header, "parts": parts})
+
+
+def embed_refs(
+    refs: list[tuple[str, Path]], loaded: Embedder, partial: Path, cfg: IndexConfig, progress: bool = True
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Embed every ref not yet in `partial`; return (part file names, skipped refs)."""
+    header, parts, pending = resume_partial(refs, loaded, partial, cfg)
+    done = len(refs) - len(pending)
 
     skipped: list[dict[str, Any]] = []
     buffer: list[tuple[int, np.ndarray, np.ndarray, float]] = []
@@ -242,20 +297,13 @@ def embed_refs(
         if not buffer:
             return
         name = f"part-{len(parts):05d}.npz"
-        _save_part(
-            partial / name,
-            embeddings=np.concatenate([b[1] for b in buffer]).astype(np.float32),
-            ref_index=np.concatenate([np.full(len(b[1]), b[0], dtype=np.int64) for b in buffer]),
-            offset_s=np.concatenate([b[2] for b in buffer]).astype(np.float32),
-            ref_index_done=np.array([b[0] for b in buffer], dtype=np.int64),
-            duration_s=np.array([b[3] for b in buffer], dtype=np.float64),
-        )
+        write_part(partial / name, buffer)
         parts.append(name)
-        write_json(partial / PROGRESS_FILE, {**header, "parts": parts})  # the part counts once listed
+        list_parts(partial, header, parts)
         buffer.clear()
 
     jobs = [(str(refs[i][1]), int(loaded.sample_rate)) for i in pending]
-    with tqdm(total=len(refs), initial=len(done), desc="index: embed refs", unit="ref", disable=not progress) as bar:
+    with tqdm(total=len(refs), initial=done, desc="index: embed refs", unit="ref", disable=not progress) as bar:
         for i, decoded in zip(pending, _decoded(jobs, cfg.decode_workers)):
             name, path = refs[i]
             try:
@@ -360,15 +408,28 @@ def build_index(
     refs: list[tuple[str, Path]], loaded: Embedder, out_dir: str | Path, cfg: IndexConfig, progress: bool = True
 ) -> dict[str, Any]:
     """Embed `refs` (name, audio path) with `loaded` and write the index folder; return its meta."""
-    out_dir = Path(out_dir)
+    check_buildable(refs, loaded, cfg)
+    partial = partial_dir(out_dir)
+    parts, skipped = embed_refs(refs, loaded, partial, cfg, progress=progress)
+    return merge_parts(refs, loaded, partial, parts, skipped, out_dir, cfg, progress)
+
+
+def check_buildable(refs: list[tuple[str, Path]], loaded: Embedder, cfg: IndexConfig) -> None:
+    """Refuse a build that cannot succeed before any embedding is spent on it."""
     dim = int(loaded.embedding_dim)
     if cfg.kind == "ivf_pq" and dim % cfg.pq_m:
         raise RefIndexError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension ({dim})")
     if not refs:
         raise RefIndexError("no reference audio to index")
-    partial = partial_dir(out_dir)
-    parts, skipped = embed_refs(refs, loaded, partial, cfg, progress=progress)
 
+
+def merge_parts(
+    refs: list[tuple[str, Path]], loaded: Embedder, partial: Path, parts: list[str], skipped: list[dict[str, Any]],
+    out_dir: str | Path, cfg: IndexConfig, progress: bool = True,
+) -> dict[str, Any]:
+    """The embedded parts (whoever wrote them) → the index folder, in ref order; return its meta."""
+    out_dir = Path(out_dir)
+    dim = int(loaded.embedding_dim)
     done, durations = [], []
     for name in parts:
         ref_done, duration = _read_part_refs(partial / name)
@@ -479,8 +540,13 @@ __all__ = [
     "IndexSignatureError",
     "RefIndexError",
     "build_index",
+    "check_buildable",
     "write_vector_index",
     "embed_refs",
+    "list_parts",
+    "merge_parts",
+    "resume_partial",
+    "write_part",
     "index_refs_from_folder",
     "index_refs_from_manifest",
     "partial_dir",

@@ -75,8 +75,15 @@ def index(params: Params, workers: int | None = None) -> None:
     from musicid.index import build_index, index_refs_from_manifest
     from musicid.families.fingerprint.io import load_model
 
-    loaded = load_model(MODEL, params.fingerprint.index.device)
-    meta = build_index(index_refs_from_manifest(MANIFESTS / "refs.jsonl", INGESTED), loaded, INDEX, params.fingerprint.index)
+    cfg = params.fingerprint.index
+    loaded = load_model(MODEL, cfg.device)
+    refs = index_refs_from_manifest(MANIFESTS / "refs.jsonl", INGESTED)
+    if cfg.engine == "dask":  # same index, embedded by Dask workers that load the model from MODEL themselves
+        from musicid.index.distributed import build_index_distributed, cluster_of
+
+        meta = build_index_distributed(refs, loaded, MODEL, load_model, INDEX, cfg, cluster_of(cfg))
+    else:
+        meta = build_index(refs, loaded, INDEX, cfg)
     print(f"index: {meta['n_refs']} refs, {meta['n_vectors']} vectors ({meta['kind']}) → {INDEX}")
 
 

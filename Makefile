@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install debian-packages team-packages team-up team-down demo test test-team test-fast bench clean-venv
+.PHONY: install debian-packages browser-packages team-packages team-up team-down demo test test-team test-fast bench clean-venv
 
 # Debian packages: fluidsynth + the FluidR3 GM soundfont render the chorales (pitch-notes-render).
 DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm
@@ -31,6 +31,15 @@ team-packages:
 		echo "installing Debian packages: $(TEAM_PACKAGES)"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEAM_PACKAGES) >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEAM_PACKAGES) >/dev/null; fi; \
+	fi
+
+# Headless Chromium + its WebDriver: tests/test_serve.py drives `musicid serve`'s web page with selenium.
+BROWSER_PACKAGES := chromium chromium-driver
+browser-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing Debian packages: $(BROWSER_PACKAGES)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; fi; \
 	fi
 
 team-up: install team-packages
@@ -89,7 +98,7 @@ demo: install
 
 # `make test`: the suite but the team-scale tests; `make test-team`: those (PostgreSQL + MLflow server, sshd,
 # DDP processes, a Dask cluster: each started for real). .ci/run runs both.
-test: install
+test: install browser-packages
 	$(BIN)/python -m pytest -m "not team"
 
 test-team: install team-packages

@@ -792,6 +792,16 @@ class TranscribeConfig(Section):
         return {key: getattr(self, key) for key in POST_PROCESSING}
 
 
+class ServeConfig(Section):
+    """`musicid serve`: one HTTP service answering with every family's registered model."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65535)
+    alias: str = Field("champion", min_length=1)  # the registry alias each family follows (MUSICID_<FAMILY>_MODEL_URI overrides)
+    poll_s: float = Field(5.0, gt=0)  # how often the aliases are read; a moved alias is loaded, checked and swapped in
+    max_upload_mb: float = Field(20.0, gt=0)  # larger uploads are refused with 413
+
+
 class Params(Section):
     """All of params.yaml: common sections, then one section per model family. Unknown keys are refused."""
 
@@ -808,6 +818,7 @@ class Params(Section):
     pitch_frame: NoteNetConfig = Field(default_factory=_frame_net)
     pitch_transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
     pitch_prod: PitchProdConfig = Field(default_factory=lambda: PitchProdConfig(later_lr=2e-3, epochs=3, final_epochs=3))
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def family(self, name: str) -> Section:
         """A family's params section by family name."""

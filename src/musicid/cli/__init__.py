@@ -33,7 +33,7 @@ def _stop_while_starting() -> None:
 
 _stop_while_starting()
 
-from musicid.cli import data, exp, fingerprint, pitch, registry, stage, store, team, workflows, works  # noqa: E402,F401  (register commands)
+from musicid.cli import data, exp, fingerprint, pitch, registry, serve, stage, store, team, workflows, works  # noqa: E402,F401  (register commands)
 from musicid.cli.base import main  # noqa: E402
 
 __all__ = ["main", "run"]

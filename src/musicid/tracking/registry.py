@@ -20,6 +20,7 @@ from musicid.config import GatesConfig, RegistryConfig
 from musicid.fsutil import read_json, write_json
 from musicid.models.io import DEFAULT_FAMILY
 from musicid.tracking.runs import TAG_SIGNATURE, TrackingError, configure, tracking_errors
+from musicid.tracking.selfcheck import KNOWN_ANSWER_TAG, SELFCHECK_ARTIFACT, encode_known_answer
 
 METRIC_TAG = "metric."
 MODEL_ARTIFACT = "model"  # names of the pyfunc bundle's artifacts (musicid.families.fingerprint.pyfunc reads them)
@@ -121,14 +122,15 @@ def _registered(name: str) -> bool:
 def register_bundle(
     model_dir: Path, index_dir: Path | None, metrics: dict[str, float], cfg: RegistryConfig,
     settings: dict[str, Any], tags: dict[str, str], python_model: str, top: int,
-    extra: dict[str, Path] | None = None, signature: str | None = None,
+    extra: dict[str, Path] | None = None, signature: str | None = None, known_answer_clip: Path | None = None,
 ) -> tuple[str, bool]:
     """Log a family's pyfunc bundle in the active run and register it (alias `candidate`); (version, is_new).
 
     `python_model` is the family's "models from code" file; `settings` travel with the bundle
     (settings.json) for its predictor; `top` is the default of the served `top` parameter. The same
     bundle (model + index) registered again gets no new version: its metric tags are refreshed and
-    the candidate alias points at it.
+    the candidate alias points at it. `known_answer_clip` travels with the bundle and the registered
+    model's answer to it is recorded on the version (tracking/selfcheck.py: what a service checks).
     """
     import mlflow
     from mlflow.models import ModelSignature
@@ -137,11 +139,13 @@ def register_bundle(
     import musicid
 
     client = _client()
-    extra = extra or {}
-    clash = set(extra) & {MODEL_ARTIFACT, INDEX_ARTIFACT, SETTINGS_ARTIFACT}
+    extra = dict(extra or {})
+    clash = set(extra) & {MODEL_ARTIFACT, INDEX_ARTIFACT, SETTINGS_ARTIFACT, SELFCHECK_ARTIFACT}
     if clash:
         raise ValueError(f"extra artifact names {sorted(clash)} are reserved")
     digest = bundle_digest(model_dir, index_dir if cfg.bundle_index else None, extra, settings)
+    if known_answer_clip is not None:  # travels with the bundle; not part of what identifies it
+        extra[SELFCHECK_ARTIFACT] = known_answer_clip.parent
     tags = tags | {TAG_SIGNATURE: signature or read_json(model_dir / "config.json")["signature"], TAG_BUNDLE: digest}
     metric_tags = {f"{METRIC_TAG}{k}": f"{v:g}" for k, v in metrics.items()}
     with tracking_errors("cannot register the model"):
@@ -174,8 +178,24 @@ def register_bundle(
                 info.model_uri, cfg.model_name, tags=tags | metric_tags
             )
             version, is_new = registered.version, True
+        if known_answer_clip is not None and not client.get_model_version(cfg.model_name, version).tags.get(KNOWN_ANSWER_TAG):
+            client.set_model_version_tag(cfg.model_name, version, KNOWN_ANSWER_TAG,
+                                         encode_known_answer(_answer(f"models:/{cfg.model_name}/{version}", known_answer_clip)))
         client.set_registered_model_alias(cfg.model_name, cfg.candidate_alias, version)
     return str(version), is_new
+
+
+def _answer(uri: str, clip: Path) -> dict[str, Any]:
+    """The registered model's answer to `clip`, through pyfunc as a service loads it."""
+    import mlflow
+    import pandas as pd
+
+    from musicid.tracking.pyfunc_io import encode_audio
+
+    answer = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"audio": [encode_audio(clip)]}))[0]
+    if "error" in answer:
+        raise TrackingError(f"{uri} cannot answer its known-answer clip: {answer['error']}")
+    return answer
 
 
 def _requirements() -> list[str]:
@@ -285,6 +305,7 @@ class FetchedModel:
     warning: str = ""  # set when the requested alias was missing and the fallback alias was used
     settings: dict[str, Any] = field(default_factory=dict)  # the bundle's settings.json (its predictor's config)
     extra: dict[str, Path] = field(default_factory=dict)  # further model folders by artifact name (register_bundle's extra)
+    root: Path | None = None  # the downloaded pyfunc model (mlflow.pyfunc.load_model takes it)
 
     def cleanup(self) -> None:
         self._scratch.cleanup()
@@ -323,7 +344,8 @@ def fetch(uri: str, fallback_alias: str | None = None) -> FetchedModel:
     settings = read_json(settings_file) if settings_file.is_file() else {}
     extra = {name: _artifact_dir(local, name) for name in _artifact_names(local)
              if name not in (MODEL_ARTIFACT, INDEX_ARTIFACT, SETTINGS_ARTIFACT)}
-    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning, settings, extra)
+    return FetchedModel(uri, info, model_dir, index_dir if index_dir.is_dir() else None, scratch, warning, settings, extra,
+                        local)
 
 
 def _pyfunc_artifacts(model_root: Path) -> dict[str, Any]:

@@ -209,14 +209,22 @@ def bundle_settings(params: Params) -> dict[str, Any]:
 
 def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
     """Register models/fingerprint (+ data/index/fingerprint) inside the active run, alias candidate; return the version."""
+    import tempfile
+    from pathlib import Path
+
+    from musicid.families.fingerprint import pyfunc_entry
+    from musicid.index.build import index_refs_from_manifest
     from musicid.tracking import register_bundle
+    from musicid.tracking.selfcheck import clip_or_none, cut_clip
 
     tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
-    from musicid.families.fingerprint import pyfunc_entry
 
     cfg = params.fingerprint
-    version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, bundle_settings(params), tags,
-                                      pyfunc_entry.__file__, cfg.identify.top)
+    with tempfile.TemporaryDirectory() as scratch:  # known answer: 4 s of the first reference, found at 1 s
+        clip = clip_or_none(lambda: cut_clip(sorted(index_refs_from_manifest(MANIFESTS / "refs.jsonl", INGESTED))[0][1],
+                                             Path(scratch) / "selfcheck"), "the first reference")
+        version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, bundle_settings(params), tags,
+                                          pyfunc_entry.__file__, cfg.identify.top, known_answer_clip=clip)
     name, alias = params.fingerprint.registry.model_name, params.fingerprint.registry.candidate_alias
     print(f"registry: {name} version {version} {'registered' if is_new else 'already registered (same model + index)'}, "
           f"alias @{alias} → {version}")

@@ -239,18 +239,23 @@ def transcribe_report(params: Params, workers: int | None = None) -> None:
 
 def register_transcriber(params: Params, signature: str, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
     """Register the onset network (artifact `model`) + frame network (`frame`) + post-processing; the version."""
+    import tempfile
+    from pathlib import Path
+
     from musicid.families.pitch import pyfunc_transcriber_entry
     from musicid.families.pitch.records import TAG_EVAL_RUN
     from musicid.tracking import register_bundle
+    from musicid.tracking.selfcheck import tone_clip
 
     cfg = params.pitch_transcribe
     tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
     if run_tags.get("mlflow.parentRunId"):
         tags[TAG_EVAL_RUN] = run_tags["mlflow.parentRunId"]
     settings = {"transcribe": cfg.post_processing(), "window_frames": params.pitch_notes.window_frames}
-    version, is_new = register_bundle(LAYOUT.network("onset"), None, metrics, cfg.registry, settings, tags,
-                                      pyfunc_transcriber_entry.__file__, 1, extra={"frame": LAYOUT.network("frame")},
-                                      signature=signature)
+    with tempfile.TemporaryDirectory() as scratch:  # known answer: a plucked A4 (the notes it gives are recorded)
+        version, is_new = register_bundle(LAYOUT.network("onset"), None, metrics, cfg.registry, settings, tags,
+                                          pyfunc_transcriber_entry.__file__, 1, extra={"frame": LAYOUT.network("frame")},
+                                          signature=signature, known_answer_clip=tone_clip(Path(scratch) / "selfcheck"))
     print(f"registry: {cfg.registry.model_name} version {version} "
           f"{'registered' if is_new else 'already registered (same networks and post-processing)'}, "
           f"alias @{cfg.registry.candidate_alias} → {version}")
@@ -340,13 +345,18 @@ def report(params: Params, workers: int | None = None) -> None:
 
 def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
     """Register models/pitch inside the active run, alias candidate; the version."""
+    import tempfile
+    from pathlib import Path
+
     from musicid.families.pitch import pyfunc_entry
     from musicid.tracking import register_bundle
+    from musicid.tracking.selfcheck import tone_clip
 
     cfg = params.pitch
     tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
-    version, is_new = register_bundle(MODEL, None, metrics, cfg.registry, {"predict": cfg.predict.model_dump()},
-                                      tags, pyfunc_entry.__file__, 1)
+    with tempfile.TemporaryDirectory() as scratch:  # known answer: a plucked A4 (its pitches are recorded)
+        version, is_new = register_bundle(MODEL, None, metrics, cfg.registry, {"predict": cfg.predict.model_dump()},
+                                          tags, pyfunc_entry.__file__, 1, known_answer_clip=tone_clip(Path(scratch) / "selfcheck"))
     print(f"registry: {cfg.registry.model_name} version {version} "
           f"{'registered' if is_new else 'already registered (same model)'}, alias @{cfg.registry.candidate_alias} → {version}")
     return version

@@ -211,13 +211,25 @@ def report(params: Params, workers: int | None = None) -> None:
 
 def register(params: Params, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
     """Register models/works (+ data/index/works) inside the active run, alias candidate; the version."""
+    import tempfile
+    from pathlib import Path
+
     from musicid.families.works import pyfunc_entry
     from musicid.tracking import register_bundle
+    from musicid.tracking.selfcheck import clip_or_none, cut_clip
 
     cfg = params.works
     tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
-    version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, {"identify": cfg.identify.model_dump()},
-                                      tags, pyfunc_entry.__file__, cfg.identify.top)
+
+    def first_performance() -> Path:
+        catalog = {t["track_id"]: t for t in read_json(CATALOG)["tracks"]}
+        return INGESTED / catalog[read_json(INDEX / "refs.json")[0]["ref"]]["path"]
+
+    with tempfile.TemporaryDirectory() as scratch:  # known answer: the first indexed performance (its first 30 s)
+        clip = clip_or_none(lambda: cut_clip(first_performance(), Path(scratch) / "selfcheck", start_s=0.0, seconds=30.0),
+                            "the first indexed performance")
+        version, is_new = register_bundle(MODEL, INDEX, metrics, cfg.registry, {"identify": cfg.identify.model_dump()},
+                                          tags, pyfunc_entry.__file__, cfg.identify.top, known_answer_clip=clip)
     print(f"registry: {cfg.registry.model_name} version {version} "
           f"{'registered' if is_new else 'already registered (same model + index)'}, "
           f"alias @{cfg.registry.candidate_alias} → {version}")

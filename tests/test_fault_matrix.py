@@ -17,7 +17,7 @@ import pytest
 from e2e_repo import STAGES, copy_repo, env_for
 from fault_matrix import format_table, inject, stage_seconds
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
 
 @pytest.fixture(scope="module")

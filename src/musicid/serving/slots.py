@@ -59,6 +59,11 @@ class NotServing(MusicidError):
     """The family has no model that passed its self-check (yet)."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: how a refused version's reason reads in /models."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def self_check(model: Any, fetched: Any) -> tuple[str | None, str]:
     """(why the model must not serve, or None; what was checked)."""
     import pandas as pd
@@ -70,7 +75,7 @@ def self_check(model: Any, fetched: Any) -> tuple[str | None, str]:
         # 30 s: longer than any family's shortest input (the work identifier's chunk is 12 s at the demo's params)
         answers = model.predict(pd.DataFrame({"audio": [base64.b64encode(noise_wav(30.0)).decode()]}))
     except Exception as exc:  # noqa: BLE001 - any failure refuses the version, with its reason
-        return f"dummy forward failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", ""
+        return f"dummy forward failed: {_one_line(exc)}", ""
     if not (isinstance(answers, list) and len(answers) == 1 and isinstance(answers[0], dict)):
         return f"dummy forward gave {type(answers).__name__}, not one answer per clip", ""
     if "error" in answers[0]:
@@ -82,7 +87,7 @@ def self_check(model: Any, fetched: Any) -> tuple[str | None, str]:
     try:
         answer = model.predict(pd.DataFrame({"audio": [encode_audio(Path(clip) / CLIP)]}))[0]
     except Exception as exc:  # noqa: BLE001
-        return f"known-answer query failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", ""
+        return f"known-answer query failed: {_one_line(exc)}", ""
     reason = differs(expected, answer)
     return reason, "dummy forward + known answer"
 
@@ -138,7 +143,7 @@ class ModelSlot:
         try:
             model = mlflow.pyfunc.load_model(str(fetched.root))  # the family's loader self-checks the weights
         except Exception as exc:  # noqa: BLE001 - a version that cannot load is refused, not fatal
-            reason, checks = f"does not load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", ""
+            reason, checks = f"does not load: {_one_line(exc)}", ""
         else:
             reason, checks = self_check(model, fetched)
         if reason:

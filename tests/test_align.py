@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicid.config import WorksRerankConfig
-from musicid.families.works.align import Aligner, chroma_sequence, fold_chroma, rerank_distances
+from musicid.families.works.align import Aligner, chroma_recipe, chroma_sequence, fold_chroma, pitch_classes, rerank_distances
 
 CFG = WorksRerankConfig(average_frames=1, embed_frames=5)
 
@@ -54,3 +54,20 @@ def test_rerank_reorders_only_the_top_k_and_skips_self_matches() -> None:
     assert int(np.argmin(np.where(self_mask[0], np.inf, out[0]))) == 4  # the version now comes first
     narrow = rerank_distances(distances, chroma, chroma, CFG.model_copy(update={"top_k": 2}), self_mask)
     assert (narrow[0, 1:3] < 0).all() and np.allclose(narrow[0, 3:], distances[0, 3:])  # only the 2 nearest aligned
+
+
+def test_harmonic_pitch_classes_put_a_notes_overtones_back_on_its_own_pitch_class() -> None:
+    """A C with strong partials (octave, twelfth = G, two octaves): the harmonic profile gives C a larger share."""
+    cqt = np.zeros((2, 96), dtype=np.float32)  # 8 octaves at 12 bins per octave from C1
+    for partial, level in ((24, 1.0), (36, 0.8), (43, 0.7), (48, 0.6)):  # C3 and its harmonics 2, 3, 4
+        cqt[:, partial] = level
+        cqt[:, partial - 1] = cqt[:, partial + 1] = 0.3 * level  # leakage into the neighbouring bins
+    plain = fold_chroma(cqt, 12).astype(np.float32)
+    harmonic = pitch_classes(cqt, 12, {"peaks": True, "harmonic_weight": 0.6, "harmonics": 4}).astype(np.float32)
+    share = lambda chroma: chroma[0, 0] / chroma[0].sum()  # noqa: E731
+    assert share(harmonic) > share(plain) + 0.15, (share(plain), share(harmonic))
+    assert plain[0, 1] > 0 and plain[0, 11] > 0  # leakage into the neighbouring pitch classes, folded as is
+    assert harmonic[0, 1] == 0 and harmonic[0, 11] == 0  # peaks only: gone
+    same = pitch_classes(cqt, 12, {"peaks": False, "harmonic_weight": 0.0})
+    assert np.array_equal(same, fold_chroma(cqt, 12))  # the recipe an older index records is the plain fold
+    assert chroma_recipe(CFG) == {"peaks": True, "harmonic_weight": 0.6, "harmonics": 4}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,14 @@ from click.testing import CliRunner
 
 from musicid.audio.cqt import ConstantQ
 from musicid.cli import main
-from musicid.config import WorksEvaluateConfig, WorksFeaturesConfig, WorksModelConfig, WorksSplitConfig, WorksTrainConfig
+from musicid.config import (WorksEvaluateConfig, WorksFeaturesConfig, WorksModelConfig, WorksRerankConfig,
+                            WorksSplitConfig, WorksTrainConfig)
 from musicid.errors import ConfigError, LeakageError, NotReadyError
 from musicid.families.works.augment import random_erase, roll_pitch
 from musicid.families.works.evaluate import Performances, embed_frames
 from musicid.families.works.features import build_feature_stores, check_store_leakage
 from musicid.families.works.identify import WorkIdentifier
-from musicid.families.works.align import fold_chroma
+from musicid.families.works.align import chroma_recipe, pitch_classes
 from musicid.families.works.index import write_works_index
 from musicid.families.works.io import load_model
 from musicid.families.works.losses import batch_hard_triplet, focal_loss
@@ -32,6 +34,7 @@ from musicid.families.works.split import assign_roles, find_leaks
 from musicid.families.works.train import train_works
 from musicid.store.ragged import RaggedStore, write_ragged_store
 
+RECIPE = chroma_recipe(WorksRerankConfig())
 FEATURES = WorksFeaturesConfig(train_speeds=[1.0, 1.1], chunk_mb=0.05, shard_mb=0.2, extra_synthetic_works=2,
                                 extra_synthetic_versions=2, extra_synthetic_duration_s=[3.0, 4.0])
 MODEL = WorksModelConfig(embedding_dim=16, dim=32, conformer_layers=1, conformer_heads=2, conformer_ffn=32,
@@ -197,11 +200,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_works_index(root / "index", vectors, [{"ref": t, "work_id": w, "content_hash": hashes[t], "duration_s": 6.0}
                                                 for t, w in zip(perf.track_ids, perf.work_ids)],
                       loaded.signature, loaded.sample_rate, MODEL_INDEX,
-                      [fold_chroma(frames, FEATURES.bins_per_octave) for frames in perf.frames])
+                      [pitch_classes(frames, FEATURES.bins_per_octave, RECIPE) for frames in perf.frames], RECIPE)
     return {"root": root, "tracks": tracks, "roles": roles, "summary": summary, "result": result, "loaded": loaded}
 
 
-from musicid.config import VectorIndexConfig, WorksIdentifyConfig, WorksRerankConfig  # noqa: E402
+from musicid.config import VectorIndexConfig, WorksIdentifyConfig  # noqa: E402
 
 MODEL_INDEX = VectorIndexConfig(device="cpu")
 
@@ -276,6 +279,41 @@ def test_identify_ranks_works_and_refuses_short_or_broken_queries(bundle: dict, 
     assert "1.0 s is shorter than the model's shortest chunk (2.0 s = 50 frames at 0.04 s)" in short["error"]
     (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
     assert identifier.identify_path(tmp_path / "broken.wav")["error"]
+
+
+def test_queries_make_their_chroma_as_the_index_recorded_it(bundle: dict, tmp_path: Path) -> None:
+    """An index records its chroma recipe; one from before recipes (plain folded CQT) is still queried with plain chroma."""
+    from musicid.families.works.align import PLAIN_CHROMA, fold_chroma
+    from musicid.families.works.index import CHROMA_FILE, load_chroma
+
+    index = bundle["root"] / "index"
+    assert json.loads((index / "meta.json").read_text())["chroma"] == RECIPE
+    query = bundle["roles"]["test_unseen"][0]
+    path = bundle["root"] / "audio" / query["path"]
+    position = [r["ref"] for r in json.loads((index / "refs.json").read_text())].index(query["track_id"])
+    current = WorkIdentifier(bundle["loaded"], index)
+    assert current.chroma_recipe == RECIPE
+    stored = load_chroma(index)[position]
+    def same(a: np.ndarray, b: np.ndarray) -> bool:  # the store holds float16 CQT: a near-tie between bins may flip a peak
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        return np.abs(a - b).mean() < 0.02 * np.abs(a).mean()
+    assert same(bundle["loaded"].analyse_path(path, chroma_recipe=current.chroma_recipe)[1], stored)
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(index, legacy)
+    meta = json.loads((legacy / "meta.json").read_text())
+    del meta["chroma"]
+    (legacy / "meta.json").write_text(json.dumps(meta))
+    plain = [fold_chroma(f, FEATURES.bins_per_octave) for f in
+             Performances.from_stores([RaggedStore(bundle["root"] / "shards" / f"{s}.zarr") for s in ("train", "val", "test")],
+                                      skip_roles=("train_synthetic",)).frames]
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in plain])])
+    np.savez(legacy / CHROMA_FILE, frames=np.concatenate(plain), offsets=offsets)
+    old = WorkIdentifier(bundle["loaded"], legacy)
+    assert old.chroma_recipe == PLAIN_CHROMA
+    query_chroma = bundle["loaded"].analyse_path(path, chroma_recipe=old.chroma_recipe)[1]
+    assert same(query_chroma, load_chroma(legacy)[position]) and not same(query_chroma, stored)
+    assert old.identify_path(path, top=1)["works"][0]["work_id"] == query["work_id"]
 
 
 def test_works_add_skips_duplicates_quarantines_bad_audio_and_refuses_other_models(bundle: dict, tmp_path: Path) -> None:

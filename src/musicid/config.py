@@ -476,6 +476,10 @@ class WorksRerankConfig(Section):
     kappa: float = Field(0.1, gt=0.0, le=1.0)  # share of nearest frames kept per row and column
     gap_open: float = Field(0.5, ge=0.0)
     gap_extend: float = Field(0.5, ge=0.0)
+    # the chroma each performance is aligned on (works-index stores it; queries use the index's recipe)
+    peaks: bool = True  # keep only each CQT frame's spectral peaks
+    harmonic_weight: float = Field(0.6, ge=0.0, le=1.0)  # credit a bin with its harmonics' energy (w, w², …); 0 = off
+    harmonics: int = Field(4, ge=2, le=8)  # harmonics 2…N credited
 
 
 class WorksIdentifyConfig(Section):

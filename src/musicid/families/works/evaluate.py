@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from musicid.config import WorksRerankConfig
-from musicid.families.works.align import fold_chroma, rerank_distances
+from musicid.families.works.align import chroma_recipe, pitch_classes, rerank_distances
 from musicid.families.works.metrics import ranking_metrics
 from musicid.fsutil import write_json, write_jsonl
 from musicid.store.ragged import RaggedStore
@@ -154,7 +154,7 @@ def write_evaluation(out_dir: Path, perf: Performances, embeddings: np.ndarray, 
                      bins_per_octave: int = 12) -> dict[str, Any]:
     """metrics.json, distances_<testset>.npz (after re-ranking), queries.jsonl and tsne.png into out_dir."""
     results, rows = {}, []
-    chroma = [fold_chroma(frames, bins_per_octave) for frames in perf.frames] if rerank and rerank.top_k else None
+    chroma = [pitch_classes(frames, bins_per_octave, rerank) for frames in perf.frames] if rerank and rerank.top_k else None
     for name in names:
         metrics, record = score_testset(name, perf, embeddings, rerank, chroma)
         per_query = {"ap": metrics.pop("ap", []), "rank1": metrics.pop("rank1", [])}
@@ -204,7 +204,8 @@ def evaluate_collection(loaded: Any, tracks: list[dict[str, str]], max_duration_
     for track in tqdm(tracks, desc="works: embed", unit="track", disable=not progress):
         began = time.perf_counter()
         try:
-            vector, track_chroma = loaded.analyse_path(track["path"], max_duration_s)
+            vector, track_chroma = loaded.analyse_path(track["path"], max_duration_s,
+                                                       chroma_recipe(rerank) if rerank is not None else None)
         except (DecodeError, MusicidError) as exc:
             skipped.append({"track_id": track["track_id"], "reason": str(exc)})
             continue

@@ -19,7 +19,7 @@ from musicid.audio import DecodeError
 from musicid.config import WorksIdentifyConfig
 from musicid.errors import MusicidError
 from musicid.families.works.align import Aligner
-from musicid.families.works.index import load_chroma, load_works_index
+from musicid.families.works.index import index_chroma_recipe, load_chroma, load_works_index
 from musicid.families.works.io import LoadedWorkModel, load_model
 
 
@@ -29,6 +29,7 @@ class WorkIdentifier:
         self.index, self.works, self.centroid_works, self.centroid_vectors = load_works_index(
             index_dir, expected_signature=loaded.signature)
         self.chroma = load_chroma(index_dir) if self.cfg.rerank.top_k > 0 else []
+        self.chroma_recipe = index_chroma_recipe(index_dir)  # queries' chroma made as the references' was
 
     @classmethod
     def load(cls, model_dir: str | Path, index_dir: str | Path, cfg: WorksIdentifyConfig | None = None,
@@ -74,7 +75,7 @@ class WorkIdentifier:
         """{"query", "works": [{"work_id", "score", "performances": [{"ref", "score"}]}]} or "error"."""
         query = str(path)
         try:
-            embedding, chroma = self.loaded.analyse_path(path)
+            embedding, chroma = self.loaded.analyse_path(path, chroma_recipe=self.chroma_recipe)
         except DecodeError as exc:
             return {"query": query, "error": f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason, "works": []}
         except MusicidError as exc:

@@ -51,8 +51,9 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[str, Any]], signature: str,
-                      sample_rate: int, cfg: VectorIndexConfig, chroma: list[np.ndarray]) -> dict[str, Any]:
-    """refs: [{"ref", "work_id", "content_hash", "duration_s"}] aligned with vectors and chroma."""
+                      sample_rate: int, cfg: VectorIndexConfig, chroma: list[np.ndarray],
+                      chroma_recipe: dict[str, Any]) -> dict[str, Any]:
+    """refs: [{"ref", "work_id", "content_hash", "duration_s"}] aligned with vectors and chroma (made by chroma_recipe)."""
     if len(chroma) != len(refs):
         raise WorksIndexError(f"{len(chroma)} chroma sequences for {len(refs)} performances")
     names, means = centroids(vectors, [r["work_id"] for r in refs])
@@ -61,7 +62,8 @@ def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[
     meta = write_vector_index(
         out_dir, vectors, [{"ref": r["ref"], "duration_s": float(r.get("duration_s", 0.0))} for r in refs],
         {"model_signature": signature, "family": "works", "hop_s": 0.0, "segment_s": 0.0, "sample_rate": sample_rate,
-         "hours": round(sum(float(r.get("duration_s", 0.0)) for r in refs) / 3600, 6), "works": len(names)},
+         "hours": round(sum(float(r.get("duration_s", 0.0)) for r in refs) / 3600, 6), "works": len(names),
+         "chroma": dict(chroma_recipe)},
         cfg, extra={WORKS_FILE: {r["ref"]: r["work_id"] for r in refs},
                     HASHES_FILE: {r["ref"]: r["content_hash"] for r in refs}, VECTORS_FILE: vectors.astype(np.float32)},
     )
@@ -79,6 +81,15 @@ def load_chroma(index_dir: str | Path) -> list[np.ndarray]:
     with np.load(path) as data:
         frames, offsets = data["frames"], data["offsets"]
     return [frames[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def index_chroma_recipe(index_dir: str | Path) -> dict[str, Any]:
+    """How the index's chroma was made (meta.json); an index from before recipes holds the plain fold."""
+    from musicid.families.works.align import PLAIN_CHROMA
+
+    meta_path = Path(index_dir) / "meta.json"
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    return {**PLAIN_CHROMA, **meta.get("chroma", {})}
 
 
 def load_works_index(index_dir: str | Path, expected_signature: str | None = None) -> tuple[Any, dict[str, str], list[str], np.ndarray]:
@@ -117,6 +128,7 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
     hashes = read_json(index_dir / HASHES_FILE)
     vectors = np.load(index_dir / VECTORS_FILE)
     chroma = load_chroma(index_dir)
+    recipe = index_chroma_recipe(index_dir)  # new performances' chroma made as the index's was
     rows = [{"ref": r["ref"], "work_id": works[r["ref"]], "content_hash": hashes[r["ref"]],
              "duration_s": r["duration_s"]} for r in refs]
     known_hashes = {h: ref for ref, h in hashes.items()}
@@ -132,7 +144,7 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
             report["duplicates"].append({"track_id": item["track_id"], "same_as": item["track_id"]})
             continue
         try:
-            vector, item_chroma = loaded.analyse_path(item["path"], max_duration_s)
+            vector, item_chroma = loaded.analyse_path(item["path"], max_duration_s, recipe)
         except DecodeError as exc:
             report["quarantined"].append({"track_id": item["track_id"], "path": item["path"],
                                           "reason": f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason})
@@ -147,5 +159,5 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
         report["added"].append({"track_id": item["track_id"], "work_id": item["work_id"]})
     if new_vectors:
         vectors = np.concatenate([vectors, np.stack(new_vectors)])
-    report["meta"] = write_works_index(out_dir, vectors, rows, loaded.signature, loaded.sample_rate, cfg, chroma)
+    report["meta"] = write_works_index(out_dir, vectors, rows, loaded.signature, loaded.sample_rate, cfg, chroma, recipe)
     return report

@@ -81,14 +81,21 @@ class LoadedWorkModel:
     def embed_path(self, path: str | Path, max_duration_s: float = 300.0) -> np.ndarray:
         return self.analyse_path(path, max_duration_s)[0]
 
-    def analyse_path(self, path: str | Path, max_duration_s: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
-        """(unit embedding, folded chroma frames) from one decode and one CQT: what identify aligns on."""
-        from musicid.families.works.align import fold_chroma
+    def analyse_path(self, path: str | Path, max_duration_s: float = 300.0,
+                     chroma_recipe: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embedding, chroma frames) from one decode and one CQT: what identify aligns on.
+
+        chroma_recipe: how the references' chroma was made (an index's `index_chroma_recipe`); default
+        the alignment defaults.
+        """
+        from musicid.config import WorksRerankConfig
+        from musicid.families.works.align import pitch_classes
         from musicid.families.works.features import performance_signal
 
         signal = performance_signal(path, self.features.model_copy(update={"max_duration_s": max_duration_s}))
         frames = self.extractor()(signal)
-        return self.embed_frames(frames, str(path)), fold_chroma(frames, self.features.bins_per_octave)
+        recipe = chroma_recipe if chroma_recipe is not None else WorksRerankConfig()
+        return self.embed_frames(frames, str(path)), pitch_classes(frames, self.features.bins_per_octave, recipe)
 
     def embed_segments(self, signal: np.ndarray, hop_s: float, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
         frames = self.extractor()(signal)

@@ -87,7 +87,7 @@ def _performances() -> Any:
 
 
 def index(params: Params, workers: int | None = None) -> None:
-    from musicid.families.works.align import fold_chroma
+    from musicid.families.works.align import chroma_recipe, pitch_classes
     from musicid.families.works.evaluate import embed_frames
     from musicid.families.works.index import write_works_index
     from musicid.families.works.io import load_model
@@ -98,8 +98,10 @@ def index(params: Params, workers: int | None = None) -> None:
     vectors = embed_frames(loaded.model, perf.frames, loaded.device, loaded.spec.min_frames)
     refs = [{"ref": track, "work_id": work, "content_hash": catalog[track]["content_hash"],
              "duration_s": catalog[track]["duration_s"]} for track, work in zip(perf.track_ids, perf.work_ids)]
-    chroma = [fold_chroma(frames, loaded.features.bins_per_octave) for frames in perf.frames]
-    meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index, chroma)
+    recipe = chroma_recipe(params.works.identify.rerank)
+    chroma = [pitch_classes(frames, loaded.features.bins_per_octave, recipe) for frames in perf.frames]
+    meta = write_works_index(INDEX, vectors, refs, loaded.signature, loaded.sample_rate, params.works.index, chroma,
+                             recipe)
     print(f"works-index: {meta['n_refs']} performances of {meta['works']} works ({meta['kind']}) → {INDEX}")
 
 

@@ -5,7 +5,7 @@ Folder (the spine's index format, one vector per reference at offset 0, plus):
     works.json       ref → work_id          hashes.json   ref → content hash (duplicate check)
     centroids.npz    work_ids, vectors (each work's mean embedding, re-normalised)
     vectors.npy      the indexed vectors, so `musicid works add` extends the index without re-embedding
-    chroma.npz       each performance's folded chroma frames (ragged: frames + offsets), for alignment re-ranking
+    chroma.npz       each performance's pitch-class profile frames (meta.json "chroma": its recipe) (ragged: frames + offsets), for alignment re-ranking
 
 `add_performances` makes a *new* index folder (a new DVC-versioned artifact): the old vectors, plus
 new performances embedded by the same model; a performance whose content hash is already indexed
@@ -73,7 +73,7 @@ def write_works_index(out_dir: str | Path, vectors: np.ndarray, refs: list[dict[
 
 
 def load_chroma(index_dir: str | Path) -> list[np.ndarray]:
-    """Each indexed performance's folded chroma frames, in index order."""
+    """Each indexed performance's chroma frames (made by the recipe meta.json records), in index order."""
     path = Path(index_dir) / CHROMA_FILE
     if not path.is_file():
         raise WorksIndexError(f"{path.parent}: no {CHROMA_FILE} (an index from before alignment re-ranking); "

@@ -29,7 +29,7 @@ class WorkIdentifier:
         self.index, self.works, self.centroid_works, self.centroid_vectors = load_works_index(
             index_dir, expected_signature=loaded.signature)
         self.chroma = load_chroma(index_dir) if self.cfg.rerank.top_k > 0 else []
-        self.chroma_recipe = index_chroma_recipe(index_dir)  # queries' chroma made as the references' was
+        self.chroma_recipe = index_chroma_recipe(self.index.meta)  # queries' chroma made as the references' was
 
     @classmethod
     def load(cls, model_dir: str | Path, index_dir: str | Path, cfg: WorksIdentifyConfig | None = None,

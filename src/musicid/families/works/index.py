@@ -83,12 +83,10 @@ def load_chroma(index_dir: str | Path) -> list[np.ndarray]:
     return [frames[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def index_chroma_recipe(index_dir: str | Path) -> dict[str, Any]:
-    """How the index's chroma was made (meta.json); an index from before recipes holds the plain fold."""
+def index_chroma_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    """How an index's chroma was made, from its meta.json; an index from before recipes holds the plain fold."""
     from musicid.families.works.align import PLAIN_CHROMA
 
-    meta_path = Path(index_dir) / "meta.json"
-    meta = read_json(meta_path) if meta_path.is_file() else {}
     return {**PLAIN_CHROMA, **meta.get("chroma", {})}
 
 
@@ -122,13 +120,12 @@ def add_performances(index_dir: str | Path, out_dir: str | Path, loaded: Any, it
         raise IndexSignatureError(f"{index_dir}: index was built with model {meta.get('model_signature')}, "
                                   f"the model in use is {loaded.signature}; add with the model that built it "
                                   f"or rebuild (`dvc repro works-index`)")
-    load_index(index_dir, expected_signature=loaded.signature)
+    recipe = index_chroma_recipe(load_index(index_dir, expected_signature=loaded.signature).meta)
     refs = read_json(index_dir / "refs.json")
     works = read_json(index_dir / WORKS_FILE)
     hashes = read_json(index_dir / HASHES_FILE)
     vectors = np.load(index_dir / VECTORS_FILE)
-    chroma = load_chroma(index_dir)
-    recipe = index_chroma_recipe(index_dir)  # new performances' chroma made as the index's was
+    chroma = load_chroma(index_dir)  # new performances' chroma is made by the index's recipe
     rows = [{"ref": r["ref"], "work_id": works[r["ref"]], "content_hash": hashes[r["ref"]],
              "duration_s": r["duration_s"]} for r in refs]
     known_hashes = {h: ref for ref, h in hashes.items()}

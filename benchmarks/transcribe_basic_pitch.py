@@ -2,7 +2,9 @@
 
 One run: the test pieces of a labelled source (`data/labelled/pitch/<source>/`, split `test`, never
 trained on; the Bach chorales rendered with fluidsynth by default), whole recordings. musicid: the onset
-and frame networks on CPU, post-processed by params.yaml's `pitch_transcribe`. basic-pitch (its own venv
+and frame networks on CPU, post-processed as their evaluation chose on the validation pieces
+(reports/pitch/transcribe/metrics.json, when it evaluated these networks; else params.yaml's
+`pitch_transcribe`). basic-pitch (its own venv
 .bench/basic-pitch-venv; it ships its ICASSP 2022 model, run in its TFLite serialisation by
 tflite-runtime) with `basic_pitch.inference.predict`'s default post-processing: onset_threshold 0.5,
 frame_threshold 0.3, minimum_note_length 127.70 ms, melodia_trick on, no frequency limits. Both are
@@ -15,7 +17,7 @@ reported apart).
 
     PYTHONPATH=src python benchmarks/transcribe_basic_pitch.py [--labelled data/labelled/pitch] \
         [--onset models/pitch-onset --frame models/pitch-frame] [--source chorales] [--split test] \
-        [--out reports/pitch/basic-pitch.json]
+        [--evaluation reports/pitch/transcribe/metrics.json] [--out reports/pitch/basic-pitch.json]
 """
 
 from __future__ import annotations
@@ -81,13 +83,15 @@ def score(refs: list[np.ndarray], ests: list[np.ndarray], cfg: Any) -> dict[str,
 def run_musicid(args: argparse.Namespace, paths: list[Path], cfg: Any, window_frames: int) -> dict[str, Any]:
     import torch
 
+    from musicid.config import TranscribeConfig
     from musicid.families.pitch.frames import decode_labelled
-    from musicid.families.pitch.transcribe import load_transcriber, notes_from_probs
+    from musicid.families.pitch.transcribe import evaluated_post_processing, load_transcriber, notes_from_probs
 
     torch.set_num_threads(2)
     began = time.perf_counter()
     tr = load_transcriber(args.onset, args.frame, device="cpu", window_frames=window_frames)
     load_s = time.perf_counter() - began
+    cfg = TranscribeConfig(**(cfg.model_dump(exclude={"registry"}) | evaluated_post_processing(tr, args.evaluation)))
     rate = tr.spec.sample_rate
     est, seconds, audio_s = [], [], []
     for i, path in enumerate(paths):
@@ -102,6 +106,7 @@ def run_musicid(args: argparse.Namespace, paths: list[Path], cfg: Any, window_fr
             seconds.append(time.perf_counter() - began)
         audio_s.append(len(audio) / rate)
     return {"est": est, "seconds": seconds, "audio_s": audio_s, "load_seconds": load_s, "signatures": list(tr.signatures),
+            "post_processing": cfg.post_processing(),
             "pitch_range": [tr.spec.min_midi, tr.spec.min_midi + tr.spec.n_pitches - 1], "sample_rate": rate}
 
 
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="chorales", help="labelled source (a folder under --labelled)")
     ap.add_argument("--split", default="test", help="tracks of this split (tracks.csv)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="pitch_transcribe post-processing + scoring")
+    ap.add_argument("--evaluation", type=Path, default=Path("reports/pitch/transcribe/metrics.json"),
+                    help="pitch-transcribe-evaluate's report: its tuned post-processing, when it evaluated these networks")
     ap.add_argument("--out", type=Path, default=Path("reports/pitch/basic-pitch.json"))
     args = ap.parse_args(argv)
 
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<34}{cell(ours_scores['note'][kind]):<{width}}{cell(theirs_scores['note'][kind])}")
     print(f"{'estimated notes (all pieces)':<34}{ours_scores['pooled']['estimated_notes']:<{width}}"
           f"{theirs_scores['pooled']['estimated_notes']}")
+    print("musicid post-processing: " + ", ".join(f"{k} {v:g}" for k, v in ours["post_processing"].items()))
     print(f"{'s compute per audio minute (CPU)':<34}{per_min['musicid']:<{width}.2f}{per_min['basic-pitch']:.2f} "
           f"(+ {decode_per_min:.2f} decode + resample to 22.05 kHz)")
     total_s = time.perf_counter() - started
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "onset_model": str(args.onset), "frame_model": str(args.frame),
             "signatures": {"onset": ours["signatures"][0], "frame": ours["signatures"][1]},
             "pitch_range": ours["pitch_range"], "sample_rate": ours["sample_rate"], "load_seconds": ours["load_seconds"],
-            "post_processing": cfg.model_dump(exclude={"sets", "device"}), "threads": 2}),
+            "post_processing": ours["post_processing"], "threads": 2}),
         "basic_pitch": side("basic-pitch", theirs_scores, [f["seconds"] for f in peer["files"]], {
             "version": peer["basic_pitch"], "tflite_runtime": peer["tflite_runtime"], "model": peer["model"],
             "post_processing": peer["defaults"], "threads": peer["threads"], "load_seconds": peer["load_seconds"],

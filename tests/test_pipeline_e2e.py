@@ -122,6 +122,11 @@ def test_transcription_stages_write_their_networks_records_and_notes(reproduced:
         assert result["tracks"] >= 1 and {"onset_f1", "onset_offset_f1"} <= set(result["note"])
         assert 0 <= result["frame_level"]["frame"]["f1"] <= 1
     assert evaluation["networks"]["onset"]["kind"] == "onset" and "eval_f1" in evaluation["networks"]["frame"]
+    # post-processing chosen on the validation pieces, then evaluated and registered as chosen
+    tuning = evaluation["tuning"]
+    assert len(tuning["tried"]) == 48 and tuning["val_pieces"]["chorales"] >= 1
+    assert {k: evaluation["post_processing"][k] for k in tuning["chosen"]} == tuning["chosen"]
+    assert tuning["val_note_onset_f1"] == max(t["val_note_onset_f1"] for t in tuning["tried"])
     # pitch-train-prod: both networks on every train + val track, 2 folds + final each, test tracks held out
     prod = json.loads((repo / "reports/pitch/train-prod/metrics.json").read_text())
     assert set(prod["networks"]) == {"onset", "frame"} and prod["early_stop_on"] == "chorales"

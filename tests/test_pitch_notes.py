@@ -123,6 +123,19 @@ def test_post_processing_turns_probabilities_into_notes() -> None:
     assert len(notes_from_probs(np.zeros((50, 88)), np.zeros((50, 88)), fps, 21, cfg)) == 0
 
 
+def test_tuning_grid_tries_every_combination_and_keeps_fixed_values_for_empty_lists() -> None:
+    from musicid.config import TranscribeConfig
+
+    cfg = parse_params({"pitch_transcribe": {"min_note_s": 0.03, "tune": {
+        "onset_threshold": [0.3, 0.5], "frame_threshold": [0.4, 0.6], "min_note_s": []}}}).pitch_transcribe
+    grid = cfg.tune.grid(cfg.post_processing())
+    assert len(grid) == 4 and {g["min_note_s"] for g in grid} == {0.03}
+    assert grid[0] == {"onset_threshold": 0.3, "frame_threshold": 0.4, "min_note_s": 0.03}
+    assert isinstance(cfg, TranscribeConfig)
+    with pytest.raises(ConfigError, match="pitch_transcribe.tune.frame_threshold.1"):
+        parse_params({"pitch_transcribe": {"tune": {"frame_threshold": [0.5, 1.2]}}})
+
+
 def test_note_networks_keep_one_output_per_frame_and_key_and_see_only_their_context() -> None:
     import torch
 

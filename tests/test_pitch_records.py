@@ -43,7 +43,8 @@ def networks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _evaluation_run(signature: str, pos_weight: float, test_f1: float, onset_threshold: float = 0.5) -> str:
+def _evaluation_run(signature: str, pos_weight: float, test_f1: float, onset_threshold: float = 0.5,
+                    tuned: dict[str, float] | None = None) -> str:
     params = {"onset": {"pos_weight": pos_weight, "context_frames": 5}, "frame": {"pos_weight": 1.0},
               "transcribe": {"onset_threshold": onset_threshold, "frame_threshold": 0.6, "adjacent_time_s": 0.05,
                              "min_note_s": 0.05}}
@@ -51,7 +52,8 @@ def _evaluation_run(signature: str, pos_weight: float, test_f1: float, onset_thr
         run.log_metrics({"chorales_note_onset_f1": test_f1, "chorales_note_onset_precision": test_f1 + 0.05,
                          "chorales_note_onset_recall": test_f1 - 0.05, "synthetic_note_onset_f1": test_f1 / 2,
                          "onset_train_f1": 0.7, "onset_eval_f1": 0.6, "frame_eval_f1": 0.8,
-                         "chorales_seconds_per_audio_minute": 1.5})
+                         "chorales_seconds_per_audio_minute": 1.5}
+                        | {f"tuned_{k}": v for k, v in (tuned or {}).items()})
         return run.run_id
 
 
@@ -71,14 +73,18 @@ def test_records_list_every_run_best_first_mark_the_champion_and_fold_repeats(
     _evaluation_run("eee+fff", 4.0, 0.60)
     _evaluation_run("eee+fff", 4.0, 0.60)  # the same networks and post-processing again: folded
     _evaluation_run("eee+fff", 4.0, 0.55, onset_threshold=0.4)  # other post-processing: its own row
+    _evaluation_run("eee+fff", 4.0, 0.50, tuned={"onset_threshold": 0.3, "frame_threshold": 0.2})  # tuned on val: its own row
     version = _register(networks, "ccc+ddd", {"chorales_note_onset_f1": 0.8, "chorales_seconds_per_audio_minute": 1.5}, best)
     promote(REGISTRY.model_name, version, "champion", REGISTRY.gates)
 
     records, folded, note = collect(TRACKING, REGISTRY)
-    assert folded == 1 and len(records) == 4 and f"version {version}" in note
+    assert folded == 1 and len(records) == 5 and f"version {version}" in note
     headers, rows = table_rows(records, "chorales")
     f1 = headers.index("test chorales note F")
-    assert [r[f1] for r in rows] == ["0.800", "0.600", "0.550", "0.400"]
+    assert [r[f1] for r in rows] == ["0.800", "0.600", "0.550", "0.500", "0.400"]
+    tuned_row = rows[3]  # the thresholds it chose on validation, not the params it was given
+    assert tuned_row[headers.index("onset thr")] == "0.3" and tuned_row[headers.index("frame thr")] == "0.2"
+    assert rows[2][headers.index("onset thr")] == "0.4"
     assert rows[0][0] == "*" and not any(r[0] for r in rows[1:])
     assert rows[0][headers.index("onset pos_weight")] == "2.5" and rows[-1][headers.index("signature")] == "aaa+bbb"
     assert rows[0][headers.index("test synthetic note F1")] == "0.400"
@@ -87,9 +93,9 @@ def test_records_list_every_run_best_first_mark_the_champion_and_fold_repeats(
     monkeypatch.chdir(tmp_path)
     done = CliRunner().invoke(main, ["pitch", "records", "--out-dir", "out"])
     assert done.exit_code == 0, done.output
-    assert "4 runs (1 repeats" in done.output and "0.850/0.750/0.800" in done.output
+    assert "5 runs (1 repeats" in done.output and "0.850/0.750/0.800" in done.output
     table = list(csv.DictReader(open(tmp_path / "out" / "records.csv")))
-    assert [row["champion"] for row in table] == ["yes", "", "", ""] and table[0]["onset pos_weight"] == "2.5"
+    assert [row["champion"] for row in table] == ["yes", "", "", "", ""] and table[0]["onset pos_weight"] == "2.5"
     assert "| * | " in (tmp_path / "out" / "records.md").read_text()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -776,6 +776,27 @@ class PitchProdConfig(ProdTrainConfig):
 
 
 POST_PROCESSING = ("onset_threshold", "frame_threshold", "adjacent_time_s", "min_note_s")  # what turns probabilities into notes
+TUNED = ("onset_threshold", "frame_threshold", "min_note_s")  # what pitch-transcribe-evaluate may choose on validation
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class TuneConfig(Section):
+    """Post-processing chosen on the validation pieces (never the test ones) before the test is scored:
+    every combination of the lists below is tried and the one with the best note onset F1 (mean over
+    the validation pieces of `pitch_transcribe.sets`) is evaluated and registered. An empty list keeps
+    the fixed value."""
+
+    enabled: bool = True
+    onset_threshold: list[Probability] = Field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5])
+    frame_threshold: list[Probability] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    min_note_s: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.02, 0.05])
+
+    def grid(self, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every combination to try, in a fixed order (ties go to the first)."""
+        import itertools
+
+        axes = [getattr(self, key) or [fixed[key]] for key in TUNED]
+        return [dict(zip(TUNED, combo)) for combo in itertools.product(*axes)]
 
 
 class TranscribeConfig(Section):
@@ -786,6 +807,7 @@ class TranscribeConfig(Section):
     frame_threshold: float = Field(0.6, ge=0, le=1)  # a note lasts while its frame probability stays this high
     adjacent_time_s: float = Field(0.05, ge=0)  # onsets of one pitch closer than this merge into one note
     min_note_s: float = Field(0.05, ge=0)  # shorter notes are dropped
+    tune: TuneConfig = Field(default_factory=TuneConfig)  # chosen on validation (the thresholds above are then the fallback)
     onset_tolerance_s: float = Field(0.05, gt=0)  # mir_eval: an estimated onset this close to a reference one matches
     offset_ratio: float = Field(0.2, gt=0)  # mir_eval onset+offset: offset within max(0.05 s, ratio × duration)
     sets: list[Literal["synthetic", "chorales"]] = Field(default_factory=lambda: ["synthetic", "chorales"], min_length=1)

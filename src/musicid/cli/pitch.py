@@ -125,7 +125,8 @@ def transcribe(audio: tuple[str, ...], out_dir: str, model: str | None, onset_mo
     with a warning), with the post-processing registered with them; --model or
     $MUSICID_TRANSCRIBER_MODEL_URI / $MUSICID_MODEL_URI name another version; --onset-model and
     --frame-model name two folders (post-processing from params.yaml's pitch_transcribe). Without a
-    registry, the workspace's models/pitch-onset and models/pitch-frame are used. Both networks are
+    registry, the workspace's models/pitch-onset and models/pitch-frame are used, with the post-processing
+    their evaluation tuned (reports/pitch/transcribe/metrics.json) when it ran them. Both networks are
     self-checked on load. Exit status: 0 when every file was transcribed (silence gives no notes and a
     warning), 1 when any failed to decode (the others still are), 2 when the networks cannot be used.
     """
@@ -166,7 +167,8 @@ def _transcriber(model: str | None, onset_model: str | None, frame_model: str | 
     two networks when nothing is registered yet."""
     import contextlib
 
-    from musicid.families.pitch.transcribe import load_transcriber
+    from musicid.families.pitch.stages import TRANSCRIBE_REPORT
+    from musicid.families.pitch.transcribe import evaluated_post_processing, load_transcriber
     from musicid.layout import family_layout
     from musicid.models.io import ModelError
     from musicid.tracking import TrackingError
@@ -176,8 +178,9 @@ def _transcriber(model: str | None, onset_model: str | None, frame_model: str | 
     device = params.pitch_transcribe.device
 
     @contextlib.contextmanager
-    def folders(onset: str, frame: str, described: str, post: dict[str, Any], frames: int | None = None):
-        yield load_transcriber(onset, frame, device, frames or window), post, described  # ModelError: exit 2
+    def folders(onset: str, frame: str, described: str, post: dict[str, Any] | None, frames: int | None = None):
+        tr = load_transcriber(onset, frame, device, frames or window)  # ModelError: exit 2
+        yield tr, evaluated_post_processing(tr, TRANSCRIBE_REPORT / "metrics.json") if post is None else post, described
 
     if onset_model or frame_model:
         if not (onset_model and frame_model):
@@ -197,7 +200,7 @@ def _transcriber(model: str | None, onset_model: str | None, frame_model: str | 
                 click.echo(f"warning: {exc}; using the workspace's networks", err=True)
                 got = None
             if got is None:
-                with folders(*workspace, " + ".join(workspace), {}) as answer:
+                with folders(*workspace, " + ".join(workspace), None) as answer:
                     yield answer
                 return
             if "frame" not in got.extra:

@@ -24,6 +24,7 @@ HYPERPARAMS = (  # (MLflow param, column)
     ("frame.pos_weight", "frame pos_weight"), ("frame.conv_l2", "frame conv L2"), ("frame.fc_l2", "frame fc L2"),
     ("frame.context_frames", "frame context"), ("frame.epochs", "frame epochs"),
     ("transcribe.onset_threshold", "onset thr"), ("transcribe.frame_threshold", "frame thr"),
+    ("transcribe.min_note_s", "min note s"),
 )
 POST_PROCESSING_PARAMS = ("transcribe.onset_threshold", "transcribe.frame_threshold", "transcribe.adjacent_time_s",
                           "transcribe.min_note_s")
@@ -42,6 +43,11 @@ class Record:
 
     def metric(self, key: str) -> float | None:
         return self.metrics.get(key)
+
+    def param(self, key: str) -> str:
+        """A logged hyperparameter; a post-processing threshold the run tuned on validation reads as tuned."""
+        tuned = self.metrics.get(f"tuned_{key.removeprefix('transcribe.')}") if key.startswith("transcribe.") else None
+        return f"{tuned:g}" if tuned is not None else self.params.get(key, "–")
 
 
 def _runs(tracking: TrackingConfig) -> list[Any]:
@@ -77,7 +83,9 @@ def collect(tracking: TrackingConfig, registry: RegistryConfig) -> tuple[list[Re
     records, seen, folded = [], set(), 0
     for run in _runs(tracking):
         params = dict(run.data.params)
-        key = (run.data.tags.get(TAG_SIGNATURE, ""), *(params.get(p) for p in POST_PROCESSING_PARAMS))
+        tuned = {p: run.data.metrics.get(f"tuned_{p.removeprefix('transcribe.')}") for p in POST_PROCESSING_PARAMS}
+        key = (run.data.tags.get(TAG_SIGNATURE, ""), *(tuned[p] if tuned[p] is not None else params.get(p)
+                                                       for p in POST_PROCESSING_PARAMS))
         if key in seen and run.info.run_id != champion:
             folded += 1
             continue
@@ -106,7 +114,7 @@ def table_rows(records: list[Record], test_set: str) -> tuple[list[str], list[li
     headers += [f"test {s} note F1" for s in others] + ["s / audio min", "signature"]
     rows = []
     for r in ranked:
-        cells = ["*" if r.champion else "", r.name, *[r.params.get(p, "–") for p, _ in HYPERPARAMS]]
+        cells = ["*" if r.champion else "", r.name, *[r.param(p) for p, _ in HYPERPARAMS]]
         cells += [fmt(r.metric(f"{kind}_{split}_{m}")) for kind in ("onset", "frame") for split in ("train", "eval") for m in PRF]
         cells += [fmt(r.metric(f"{test_set}_note_onset_{m}")) for m in PRF] + [fmt(r.metric(f"{test_set}_note_onset_offset_f1"))]
         cells += [fmt(r.metric(f"{s}_note_onset_f1")) for s in others]

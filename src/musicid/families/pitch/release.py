@@ -83,8 +83,12 @@ def transcriber_card(params: Params, signature: str, evaluation: dict[str, Any],
         prf = lambda split: "/".join(f"{r.get(f'{split}_{m}', 0):.3f}" for m in ("precision", "recall", "f1"))  # noqa: E731
         lines.append(f"| {kind} | {r.get('best_epoch', '–')} | {prf('train')} | {prf('eval')} | {section.pos_weight:g} | "
                      f"{section.conv_l2:g} | {section.fc_l2:g} | {section.context_frames} |")
-    post = evaluation.get("post_processing", {})
-    lines += ["", "## Post-processing", ", ".join(f"`{k}` {v:g}" for k, v in post.items()), "",
+    post, tuning = evaluation.get("post_processing", {}), evaluation.get("tuning")
+    lines += ["", "## Post-processing", ", ".join(f"`{k}` {v:g}" for k, v in post.items())]
+    if tuning:
+        lines.append(f"(thresholds chosen among {len(tuning['tried'])} settings on "
+                     f"{sum(tuning['val_pieces'].values())} validation pieces: note onset F1 {tuning['val_note_onset_f1']:.3f} there)")
+    lines += ["",
               "## Evaluation (whole test pieces, never trained on; mir_eval, mean over pieces)", "",
               "| set | pieces | audio min | note P / R / F1 (onset) | note F1 (onset + offset) | s per audio minute |",
               "|---|---|---|---|---|---|"]

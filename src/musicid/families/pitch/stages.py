@@ -175,7 +175,8 @@ def transcribe_evaluate(params: Params, workers: int | None = None) -> None:
     best train/eval frame P/R/F1 beside the test figures: one run is one row of `musicid pitch records`.
     """
     from musicid.families.pitch.transcribe import load_transcriber
-    from musicid.families.pitch.transcribe_eval import evaluate_transcriber, flat_metrics, format_table, network_metrics
+    from musicid.families.pitch.transcribe_eval import (evaluate_transcriber, flat_metrics, format_table, network_metrics,
+                                                        tuning_metrics)
     from musicid.tracking import stage_run
 
     cfg = params.pitch_transcribe
@@ -188,7 +189,7 @@ def transcribe_evaluate(params: Params, workers: int | None = None) -> None:
             summary = evaluate_transcriber(tr, LAYOUT.labelled, params.pitch_notes, cfg, thresholds, staging)
             summary["networks"] = networks
             write_json(staging / "metrics.json", summary)
-        run.log_metrics(flat_metrics(summary) | network_metrics(networks))
+        run.log_metrics(flat_metrics(summary) | network_metrics(networks) | tuning_metrics(summary))
         run.log_artifact(TRANSCRIBE_REPORT, "reports/transcribe")
     print(format_table(summary))
 
@@ -215,8 +216,10 @@ def transcribe_report(params: Params, workers: int | None = None) -> None:
     evaluated = evaluation.get("signatures", {})
     rows.append(("evaluation ran these networks", [evaluated.get(k) for k in NETWORK_KINDS] == list(tr.signatures),
                  f"eval {evaluated.get('onset')} + {evaluated.get('frame')}"))
-    rows.append(("evaluated post-processing is the one registered", evaluation.get("post_processing") == cfg.post_processing(),
-                 ", ".join(f"{k} {v:g}" for k, v in cfg.post_processing().items())))
+    post = evaluation.get("post_processing", {})
+    expected = cfg.post_processing() | ((evaluation.get("tuning") or {}).get("chosen", {}) if cfg.tune.enabled else {})
+    rows.append(("evaluated post-processing is the configured one" + (" (thresholds tuned on validation)" if cfg.tune.enabled else ""),
+                 post == expected, ", ".join(f"{k} {v:g}" for k, v in post.items())))
     version = data_version("pitch", output=str(LAYOUT.note_shards))
     rows.append(("training data version locked in dvc.lock", bool(version), version or "missing"))
     text, ready = checklist(cfg.registry.model_name, tr.signature, rows, cfg.registry.champion_alias)
@@ -232,13 +235,15 @@ def transcribe_report(params: Params, workers: int | None = None) -> None:
         for path in documents:
             run.log_artifact(path, "reports")
         if run.run is not None:
-            register_transcriber(params, tr.signature, metrics, run.run.data.tags)
+            register_transcriber(params, tr.signature, metrics, run.run.data.tags, post)
     if not params.tracking.enabled:
         print("pitch-transcribe-report: tracking.enabled is false: transcriber not registered")
 
 
-def register_transcriber(params: Params, signature: str, metrics: dict[str, float], run_tags: dict[str, str]) -> str:
-    """Register the onset network (artifact `model`) + frame network (`frame`) + post-processing; the version."""
+def register_transcriber(params: Params, signature: str, metrics: dict[str, float], run_tags: dict[str, str],
+                         post: dict[str, Any]) -> str:
+    """Register the onset network (artifact `model`) + frame network (`frame`) + the post-processing it was
+    evaluated with (`post`: tuned on validation, or params'); the version."""
     import tempfile
     from pathlib import Path
 
@@ -251,7 +256,7 @@ def register_transcriber(params: Params, signature: str, metrics: dict[str, floa
     tags = {k: v for k, v in run_tags.items() if k.startswith("musicid.")}
     if run_tags.get("mlflow.parentRunId"):
         tags[TAG_EVAL_RUN] = run_tags["mlflow.parentRunId"]
-    settings = {"transcribe": cfg.post_processing(), "window_frames": params.pitch_notes.window_frames}
+    settings = {"transcribe": post, "window_frames": params.pitch_notes.window_frames}
     with tempfile.TemporaryDirectory() as scratch:  # known answer: a plucked A4 (the notes it gives are recorded)
         version, is_new = register_bundle(LAYOUT.network("onset"), None, metrics, cfg.registry, settings, tags,
                                           pyfunc_transcriber_entry.__file__, 1, extra={"frame": LAYOUT.network("frame")},

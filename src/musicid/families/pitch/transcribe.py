@@ -99,6 +99,20 @@ class Transcriber:
         return notes
 
 
+def evaluated_post_processing(tr: "Transcriber", report: Path) -> dict[str, Any]:
+    """The post-processing an evaluation report (pitch-transcribe-evaluate's metrics.json) used with these
+    very networks (thresholds tuned on validation); {} (params.yaml's) when it did not evaluate them."""
+    from musicid.fsutil import read_json
+
+    if not report.is_file():
+        return {}
+    evaluation = read_json(report)
+    evaluated = evaluation.get("signatures", {})
+    if [evaluated.get("onset"), evaluated.get("frame")] != list(tr.signatures):
+        return {}
+    return dict(evaluation.get("post_processing", {}))
+
+
 def load_notenet(model_dir: str | Path, kind: str, device: torch.device) -> tuple[NoteNet, str, dict[str, Any]]:
     config = read_config(model_dir)
     spec = config.get("spec", {})

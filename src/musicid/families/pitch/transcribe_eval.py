@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from musicid.config import PitchNotesConfig, TranscribeConfig
+from musicid.errors import NotReadyError
 from musicid.families.pitch.frames import decode_labelled, frame_targets
 from musicid.families.pitch.labelled import read_labels, read_tracks
 from musicid.families.pitch.notetrain import frame_scores
@@ -41,17 +44,52 @@ def note_scores(ref: np.ndarray, est: np.ndarray, cfg: TranscribeConfig) -> dict
     return out
 
 
-def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
-                    cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
-    tracks = [t for t in read_tracks(labelled / source) if t["split"] == "test"]
-    per_track, frames = [], {"onset": ([], []), "frame": ([], [])}
-    audio_s = compute_s = 0.0
+def pieces(tr: Transcriber, labelled: Path, source: str, split: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(track, audio at the networks' rate, reference notes in the networks' pitch range) of one split."""
     lo, hi = tr.spec.min_midi, tr.spec.min_midi + tr.spec.n_pitches
-    first = None
-    for track in tracks:
+    for track in read_tracks(labelled / source):
+        if track["split"] != split:
+            continue
         audio = decode_labelled(labelled / source / "audio" / f"{track['track']}.flac", tr.spec.sample_rate)
         ref = read_labels(labelled / source / "labels" / f"{track['track']}.mid")
-        ref = ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
+        yield track["track"], audio, ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
+
+
+def tune_post_processing(tr: Transcriber, labelled: Path, cfg: TranscribeConfig) -> tuple[TranscribeConfig, dict[str, Any]]:
+    """The post-processing of `cfg.tune`'s grid with the best note onset F1 on the validation pieces
+    (mean over every piece of every set, as the test is reported per set; the networks run once per
+    piece), and the record of every try with each set's mean beside it."""
+    fixed = cfg.post_processing()
+    grid = cfg.tune.grid(fixed)
+    probs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for source in cfg.sets:
+        if (labelled / source / "tracks.csv").is_file():
+            probs[source] = [(ref, *tr.probabilities(audio)) for _, audio, ref in pieces(tr, labelled, source, "val")]
+    probs = {source: items for source, items in probs.items() if items}
+    if not probs:
+        raise NotReadyError("pitch_transcribe.tune.enabled is true but no set in pitch_transcribe.sets has validation "
+                            "pieces; add some (pitch_notes) or set pitch_transcribe.tune.enabled: false")
+    tried = []
+    for combo in tqdm(grid, desc="pitch-transcribe: tune on val", unit="setting", mininterval=2.0):
+        trial = cfg.model_copy(update=combo)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f1 = {source: [note_scores(ref, notes_from_probs(on, fr, tr.fps, tr.spec.min_midi, trial), trial)["onset"]["f1"]
+                           for ref, on, fr in items] for source, items in probs.items()}
+        tried.append({**combo, "val_note_onset_f1": float(np.mean(sum(f1.values(), []))),
+                      "per_set": {source: float(np.mean(scores)) for source, scores in f1.items()}})
+    best = max(range(len(tried)), key=lambda i: (tried[i]["val_note_onset_f1"], -i))
+    chosen = {key: tried[best][key] for key in grid[0]}
+    return cfg.model_copy(update=chosen), {"chosen": chosen, "val_note_onset_f1": tried[best]["val_note_onset_f1"],
+                                           "val_pieces": {s: len(v) for s, v in probs.items()}, "tried": tried}
+
+
+def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
+                    cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
+    per_track, frames = [], {"onset": ([], []), "frame": ([], [])}
+    audio_s = compute_s = 0.0
+    first = None
+    for name, audio, ref in pieces(tr, labelled, source, "test"):
         began = time.perf_counter()
         onset_p, frame_p = tr.probabilities(audio)
         with warnings.catch_warnings():
@@ -64,10 +102,10 @@ def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: Pit
         frames["onset"][0].append(onset_p), frames["onset"][1].append(on_t)
         frames["frame"][0].append(frame_p), frames["frame"][1].append(fr_t)
         scores = note_scores(ref, est, cfg)
-        per_track.append({"track": track["track"], "reference_notes": len(ref), "estimated_notes": len(est),
+        per_track.append({"track": name, "reference_notes": len(ref), "estimated_notes": len(est),
                           **{f"{k}_{m}": v[m] for k, v in scores.items() for m in ("precision", "recall", "f1")}})
         if first is None:
-            first = (track["track"], ref, est, frame_p)
+            first = (name, ref, est, frame_p)
     mean = {k: float(np.mean([t[k] for t in per_track])) if per_track else 0.0
             for k in (per_track[0] if per_track else {}) if k.startswith("onset")}
     frame_level = {kind: frame_scores(np.concatenate(p), np.concatenate(t), thresholds[kind]) if p else {}
@@ -106,7 +144,15 @@ def piano_roll_png(first: tuple[str, np.ndarray, np.ndarray, np.ndarray], fps: f
 
 def evaluate_transcriber(tr: Transcriber, labelled: Path, notes_cfg: PitchNotesConfig, cfg: TranscribeConfig,
                          thresholds: dict[str, float], out_dir: Path) -> dict[str, Any]:
+    """Every set's test pieces, with the post-processing tuned on the validation pieces first
+    (`pitch_transcribe.tune.enabled`); the summary records what was tuned and what was evaluated."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    tuning = None
+    if cfg.tune.enabled:
+        cfg, tuning = tune_post_processing(tr, labelled, cfg)
+        print(f"pitch-transcribe-evaluate: tuned on {sum(tuning['val_pieces'].values())} validation pieces: "
+              + ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+              + f" (val note onset F1 {tuning['val_note_onset_f1']:.3f})")
     sets: dict[str, Any] = {}
     for source in cfg.sets:
         if not (labelled / source / "tracks.csv").is_file():
@@ -117,7 +163,8 @@ def evaluate_transcriber(tr: Transcriber, labelled: Path, notes_cfg: PitchNotesC
             piano_roll_png(first, tr.fps, out_dir / f"piano-roll-{source}.png")
         sets[source] = result
     return {"signatures": {"onset": tr.signatures[0], "frame": tr.signatures[1]}, "post_processing": cfg.post_processing(),
-            "scoring": {"onset_tolerance_s": cfg.onset_tolerance_s, "offset_ratio": cfg.offset_ratio}, "sets": sets}
+            "tuning": tuning, "scoring": {"onset_tolerance_s": cfg.onset_tolerance_s, "offset_ratio": cfg.offset_ratio},
+            "sets": sets}
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -132,6 +179,15 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
                     out[f"{source}_{kind}_{m}"] = float(scores[m])
         out[f"{source}_seconds_per_audio_minute"] = r["seconds_per_audio_minute"]
     return out
+
+
+def tuning_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """What the validation tuning chose (tuned_<key>) and its validation note onset F1; {} when not tuned."""
+    tuning = summary.get("tuning")
+    if not tuning:
+        return {}
+    return {f"tuned_{key}": float(value) for key, value in tuning["chosen"].items()} | {
+        "val_note_onset_f1": float(tuning["val_note_onset_f1"])}
 
 
 NETWORK_SPLITS = ("train", "eval")

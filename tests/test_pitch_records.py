@@ -73,7 +73,7 @@ def test_records_list_every_run_best_first_mark_the_champion_and_fold_repeats(
     _evaluation_run("eee+fff", 4.0, 0.60)
     _evaluation_run("eee+fff", 4.0, 0.60)  # the same networks and post-processing again: folded
     _evaluation_run("eee+fff", 4.0, 0.55, onset_threshold=0.4)  # other post-processing: its own row
-    _evaluation_run("eee+fff", 4.0, 0.50, tuned={"onset_threshold": 0.3, "frame_threshold": 0.2})  # tuned on val: its own row
+    _evaluation_run("eee+fff", 4.0, 0.50, tuned={"onset_threshold": 0.3, "frame_threshold": 0.2, "val_note_f1": 0.61})  # tuned: own row
     version = _register(networks, "ccc+ddd", {"chorales_note_onset_f1": 0.8, "chorales_seconds_per_audio_minute": 1.5}, best)
     promote(REGISTRY.model_name, version, "champion", REGISTRY.gates)
 
@@ -84,6 +84,8 @@ def test_records_list_every_run_best_first_mark_the_champion_and_fold_repeats(
     assert [r[f1] for r in rows] == ["0.800", "0.600", "0.550", "0.500", "0.400"]
     tuned_row = rows[3]  # the thresholds it chose on validation, not the params it was given
     assert tuned_row[headers.index("onset thr")] == "0.3" and tuned_row[headers.index("frame thr")] == "0.2"
+    assert tuned_row[headers.index("val note F1 (tuning)")] == "0.610" and rows[2][headers.index("val note F1 (tuning)")] == "–"
+    assert not any(h.startswith("test val") for h in headers)  # the tuning's validation F1 is not a test set
     assert rows[2][headers.index("onset thr")] == "0.4"
     assert rows[0][0] == "*" and not any(r[0] for r in rows[1:])
     assert rows[0][headers.index("onset pos_weight")] == "2.5" and rows[-1][headers.index("signature")] == "aaa+bbb"

@@ -20,7 +20,8 @@ STAGE = "pitch-transcribe-evaluate"
 TAG_EVAL_RUN = "musicid.eval_run"  # on a registered transcriber: the evaluation run it was measured in
 HYPERPARAMS = (  # (MLflow param, column)
     ("onset.pos_weight", "onset pos_weight"), ("onset.conv_l2", "onset conv L2"), ("onset.fc_l2", "onset fc L2"),
-    ("onset.context_frames", "onset context"), ("onset.n_fft", "onset n_fft"), ("onset.epochs", "onset epochs"),
+    ("onset.context_frames", "onset context"), ("onset.n_fft", "onset n_fft"), ("onset.channels", "onset channels"),
+    ("onset.lstm_hidden", "onset LSTM"), ("onset.epochs", "onset epochs"),
     ("frame.pos_weight", "frame pos_weight"), ("frame.conv_l2", "frame conv L2"), ("frame.fc_l2", "frame fc L2"),
     ("frame.context_frames", "frame context"), ("frame.epochs", "frame epochs"),
     ("transcribe.onset_threshold", "onset thr"), ("transcribe.frame_threshold", "frame thr"),
@@ -109,6 +110,7 @@ def table_rows(records: list[Record], test_set: str) -> tuple[list[str], list[li
     ranked = sorted(records, key=lambda r: (r.metric(f"{test_set}_note_onset_f1") or -1.0, r.started_ms), reverse=True)
     headers = ["", "run", *[h for _, h in HYPERPARAMS]]
     headers += [f"{kind} {split} {m[0].upper()}" for kind in ("onset", "frame") for split in ("train", "eval") for m in PRF]
+    headers += ["val note F1 (tuning)"]
     headers += [f"test {test_set} note {m[0].upper()}" for m in PRF] + [f"test {test_set} on+off F1"]
     others = sorted({k.split("_note_")[0] for r in records for k in r.metrics if k.endswith("_note_onset_f1")} - {test_set})
     headers += [f"test {s} note F1" for s in others] + ["s / audio min", "signature"]
@@ -116,6 +118,7 @@ def table_rows(records: list[Record], test_set: str) -> tuple[list[str], list[li
     for r in ranked:
         cells = ["*" if r.champion else "", r.name, *[r.param(p) for p, _ in HYPERPARAMS]]
         cells += [fmt(r.metric(f"{kind}_{split}_{m}")) for kind in ("onset", "frame") for split in ("train", "eval") for m in PRF]
+        cells += [fmt(r.metric("tuned_val_note_f1"))]
         cells += [fmt(r.metric(f"{test_set}_note_onset_{m}")) for m in PRF] + [fmt(r.metric(f"{test_set}_note_onset_offset_f1"))]
         cells += [fmt(r.metric(f"{s}_note_onset_f1")) for s in others]
         speed = r.metric(f"{test_set}_seconds_per_audio_minute")

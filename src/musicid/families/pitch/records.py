@@ -46,9 +46,15 @@ class Record:
         return self.metrics.get(key)
 
     def param(self, key: str) -> str:
-        """A logged hyperparameter; a post-processing threshold the run tuned on validation reads as tuned."""
-        tuned = self.metrics.get(f"tuned_{key.removeprefix('transcribe.')}") if key.startswith("transcribe.") else None
-        return f"{tuned:g}" if tuned is not None else self.params.get(key, "–")
+        value = effective_param(self.params, self.metrics, key)
+        return "–" if value is None else value
+
+
+def effective_param(params: dict[str, str], metrics: dict[str, float], key: str) -> str | None:
+    """A logged hyperparameter; a post-processing threshold the run tuned on validation reads as tuned
+    (the `tuned_<name>` metric), since that, not the param it was given, is what it evaluated."""
+    tuned = metrics.get(f"tuned_{key.removeprefix('transcribe.')}") if key.startswith("transcribe.") else None
+    return f"{tuned:g}" if tuned is not None else params.get(key)
 
 
 def _runs(tracking: TrackingConfig) -> list[Any]:
@@ -84,9 +90,8 @@ def collect(tracking: TrackingConfig, registry: RegistryConfig) -> tuple[list[Re
     records, seen, folded = [], set(), 0
     for run in _runs(tracking):
         params = dict(run.data.params)
-        tuned = {p: run.data.metrics.get(f"tuned_{p.removeprefix('transcribe.')}") for p in POST_PROCESSING_PARAMS}
-        key = (run.data.tags.get(TAG_SIGNATURE, ""), *(tuned[p] if tuned[p] is not None else params.get(p)
-                                                       for p in POST_PROCESSING_PARAMS))
+        key = (run.data.tags.get(TAG_SIGNATURE, ""),
+               *(effective_param(params, run.data.metrics, p) for p in POST_PROCESSING_PARAMS))
         if key in seen and run.info.run_id != champion:
             folded += 1
             continue

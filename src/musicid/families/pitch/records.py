@@ -30,6 +30,12 @@ HYPERPARAMS = (  # (MLflow param, column)
 POST_PROCESSING_PARAMS = ("transcribe.onset_threshold", "transcribe.frame_threshold", "transcribe.adjacent_time_s",
                           "transcribe.min_note_s")
 PRF = ("precision", "recall", "f1")
+TUNED_VAL_F1 = "tuned_val_note_f1"  # the evaluation's validation note F1 at the thresholds it tuned (not a test set)
+
+
+def tuned_metric(name: str) -> str:
+    """The MLflow metric holding the value the evaluation tuned for post-processing key `name`."""
+    return f"tuned_{name}"
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Record:
 def effective_param(params: dict[str, str], metrics: dict[str, float], key: str) -> str | None:
     """A logged hyperparameter; a post-processing threshold the run tuned on validation reads as tuned
     (the `tuned_<name>` metric), since that, not the param it was given, is what it evaluated."""
-    tuned = metrics.get(f"tuned_{key.removeprefix('transcribe.')}") if key.startswith("transcribe.") else None
+    tuned = metrics.get(tuned_metric(key.removeprefix("transcribe."))) if key.startswith("transcribe.") else None
     return f"{tuned:g}" if tuned is not None else params.get(key)
 
 
@@ -123,7 +129,7 @@ def table_rows(records: list[Record], test_set: str) -> tuple[list[str], list[li
     for r in ranked:
         cells = ["*" if r.champion else "", r.name, *[r.param(p) for p, _ in HYPERPARAMS]]
         cells += [fmt(r.metric(f"{kind}_{split}_{m}")) for kind in ("onset", "frame") for split in ("train", "eval") for m in PRF]
-        cells += [fmt(r.metric("tuned_val_note_f1"))]
+        cells += [fmt(r.metric(TUNED_VAL_F1))]
         cells += [fmt(r.metric(f"{test_set}_note_onset_{m}")) for m in PRF] + [fmt(r.metric(f"{test_set}_note_onset_offset_f1"))]
         cells += [fmt(r.metric(f"{s}_note_onset_f1")) for s in others]
         speed = r.metric(f"{test_set}_seconds_per_audio_minute")

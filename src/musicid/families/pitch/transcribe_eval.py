@@ -25,6 +25,7 @@ from musicid.errors import NotReadyError
 from musicid.families.pitch.frames import decode_labelled, frame_targets
 from musicid.families.pitch.labelled import read_labels, read_tracks
 from musicid.families.pitch.notetrain import frame_scores
+from musicid.families.pitch.records import TUNED_VAL_F1, tuned_metric
 from musicid.families.pitch.transcribe import Transcriber, notes_from_probs
 
 
@@ -187,8 +188,8 @@ def tuning_metrics(summary: dict[str, Any]) -> dict[str, float]:
     tuning = summary.get("tuning")
     if not tuning:
         return {}
-    return {f"tuned_{key}": float(value) for key, value in tuning["chosen"].items()} | {
-        "tuned_val_note_f1": float(tuning["val_note_onset_f1"])}
+    return {tuned_metric(key): float(value) for key, value in tuning["chosen"].items()} | {
+        TUNED_VAL_F1: float(tuning["val_note_onset_f1"])}
 
 
 NETWORK_SPLITS = ("train", "eval")

@@ -157,3 +157,17 @@ def test_registry_commands_find_the_transcriber_by_name(mlflow_db: Path, network
     done = CliRunner().invoke(main, ["registry", "list", "--family", "works", "--name", REGISTRY.model_name])
     assert done.exit_code == 2 and "family works registers musicid-work-identifier" in done.output
     assert RegistryConfig().model_name != REGISTRY.model_name
+
+
+def test_tuning_without_validation_pieces_is_refused_in_one_line_naming_the_keys(
+        networks: dict[str, Path], tmp_path: Path) -> None:
+    from musicid.errors import NotReadyError
+    from musicid.families.pitch.transcribe_eval import tune_post_processing
+
+    tr = load_transcriber(networks["onset"], networks["frame"], "cpu", 32)
+    (tmp_path / "chorales").mkdir()
+    (tmp_path / "chorales" / "tracks.csv").write_text("track,piece,split,duration_s,notes,description\n"
+                                                     "bwv1_6_r1,bwv1_6,test,1.0,1,piano\n")  # test pieces only
+    with pytest.raises(NotReadyError, match="pitch_transcribe.tune.enabled") as refused:
+        tune_post_processing(tr, tmp_path, TranscribeConfig())
+    assert "\n" not in str(refused.value)

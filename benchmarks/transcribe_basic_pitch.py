@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from musicid.config import load_params
-    from musicid.families.pitch.labelled import read_labels, read_tracks
+    from musicid.families.pitch.labelled import read_labels, read_tracks, track_style
+    from musicid.families.pitch.transcribe_eval import by_style
 
     started, load_average = time.perf_counter(), os.getloadavg()
     params = load_params(args.params)
@@ -185,11 +186,25 @@ def main(argv: list[str] | None = None) -> int:
           f"timings are only comparable on an otherwise idle machine)")
 
     def side(name: str, scores: dict[str, Any], seconds: list[float], extra: dict[str, Any]) -> dict[str, Any]:
+        per_track = [{"track": t["track"], "style": track_style(t), "seconds": s,
+                      **{f"{k}_{m}": v[m] for k, v in p.items() for m in METRICS}}
+                     for t, s, p in zip(tracks, seconds, scores["per_track"], strict=True)]
         return {"name": name, **extra, "note": scores["note"], "pooled": scores["pooled"],
-                "seconds_per_audio_minute": per_min[name],
-                "per_track": [{"track": t["track"], "seconds": s,
-                               **{f"{k}_{m}": v[m] for k, v in p.items() for m in METRICS}}
-                              for t, s, p in zip(tracks, seconds, scores["per_track"], strict=True)]}
+                "seconds_per_audio_minute": per_min[name], "by_style": by_style(per_track), "per_track": per_track}
+
+    ours_side = side("musicid", ours_scores, ours["seconds"], {
+        "onset_model": str(args.onset), "frame_model": str(args.frame),
+        "signatures": {"onset": ours["signatures"][0], "frame": ours["signatures"][1]},
+        "pitch_range": ours["pitch_range"], "sample_rate": ours["sample_rate"], "load_seconds": ours["load_seconds"],
+        "post_processing": ours["post_processing"], "threads": 2})
+    theirs_side = side("basic-pitch", theirs_scores, [f["seconds"] for f in peer["files"]], {
+        "version": peer["basic_pitch"], "tflite_runtime": peer["tflite_runtime"], "model": peer["model"],
+        "post_processing": peer["defaults"], "threads": peer["threads"], "load_seconds": peer["load_seconds"],
+        "warmup_seconds": peer["warmup_seconds"], "decode_resample_seconds_per_audio_minute": decode_per_min})
+    print(f"\nnote onset F1 by style (pieces){'':<4}{'musicid':<10}basic-pitch")
+    for style, ours_style in ours_side["by_style"].items():
+        label = f"{style} ({ours_style['pieces']})"
+        print(f"  {label:<32}{ours_style['onset_f1']:<10.3f}{theirs_side['by_style'][style]['onset_f1']:.3f}")
 
     report = {
         "labelled": str(args.labelled), "source": args.source, "split": args.split,
@@ -197,15 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference_notes_outside_musicid_range": outside,
         "scoring": {"onset_tolerance_s": cfg.onset_tolerance_s, "offset_ratio": cfg.offset_ratio,
                     "reference": "all notes of the MIDI labels, for both", "note": "mean over pieces"},
-        "musicid": side("musicid", ours_scores, ours["seconds"], {
-            "onset_model": str(args.onset), "frame_model": str(args.frame),
-            "signatures": {"onset": ours["signatures"][0], "frame": ours["signatures"][1]},
-            "pitch_range": ours["pitch_range"], "sample_rate": ours["sample_rate"], "load_seconds": ours["load_seconds"],
-            "post_processing": ours["post_processing"], "threads": 2}),
-        "basic_pitch": side("basic-pitch", theirs_scores, [f["seconds"] for f in peer["files"]], {
-            "version": peer["basic_pitch"], "tflite_runtime": peer["tflite_runtime"], "model": peer["model"],
-            "post_processing": peer["defaults"], "threads": peer["threads"], "load_seconds": peer["load_seconds"],
-            "warmup_seconds": peer["warmup_seconds"], "decode_resample_seconds_per_audio_minute": decode_per_min}),
+        "musicid": ours_side, "basic_pitch": theirs_side,
         "seconds_per_audio_minute": per_min, "run_seconds": total_s,
         "machine": {"cpus": os.cpu_count(), "load_average_at_start": list(load_average)},
     }

@@ -121,6 +121,8 @@ def test_transcription_stages_write_their_networks_records_and_notes(reproduced:
         result = evaluation["sets"][source]
         assert result["tracks"] >= 1 and {"onset_f1", "onset_offset_f1"} <= set(result["note"])
         assert 0 <= result["frame_level"]["frame"]["f1"] <= 1
+        assert sum(s["pieces"] for s in result["by_style"].values()) == result["tracks"]
+        assert (repo / f"reports/pitch/transcribe/note-f1-by-style-{source}.png").is_file()
     assert evaluation["networks"]["onset"]["kind"] == "onset" and "eval_f1" in evaluation["networks"]["frame"]
     # post-processing chosen on the validation pieces, then evaluated and registered as chosen
     tuning = evaluation["tuning"]

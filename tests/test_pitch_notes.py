@@ -11,7 +11,7 @@ import pytest
 from musicid.config import ConfigError, parse_params
 from musicid.families.pitch.frames import build_frames_set, frame_targets, track_rows
 from musicid.families.pitch.labelled import (LabelError, chorale_splits, read_labels, read_tracks, render_source,
-                                             write_labels)
+                                             track_style, write_labels)
 from musicid.store import WindowDataset
 
 
@@ -92,6 +92,7 @@ def test_chorales_split_by_piece_and_render_through_fluidsynth(tmp_path: Path) -
         notes = read_labels(tmp_path / "chorales/labels" / f"{t['track']}.mid")
         assert len(notes) == int(t["notes"]) > 50
         assert float(t["duration_s"]) >= notes[:, 1].max()  # the audio holds every labelled note
+        assert track_style(t) in cfg.chorales.styles  # the style the scores are broken down by
     with open(tmp_path / "chorales/tracks.csv", newline="") as fh:
         assert next(csv.reader(fh)) == ["track", "piece", "split", "duration_s", "notes", "description"]
 
@@ -121,6 +122,23 @@ def test_post_processing_turns_probabilities_into_notes() -> None:
     assert notes[0, :2].tolist() == pytest.approx([0.10, 0.40]) and notes[1, :2].tolist() == pytest.approx([0.50, 0.56])
     assert notes[0, 3] == pytest.approx(0.9)
     assert len(notes_from_probs(np.zeros((50, 88)), np.zeros((50, 88)), fps, 21, cfg)) == 0
+
+
+def test_note_scores_break_down_by_style_best_first_and_plot(tmp_path: Path) -> None:
+    from musicid.families.pitch.transcribe_eval import by_style, style_bars_png
+
+    def piece(style: str, f1: float) -> dict:
+        return {"track": "t", "style": style, "onset_precision": f1, "onset_recall": f1, "onset_f1": f1,
+                "onset_offset_f1": f1 / 2}
+
+    styles = by_style([piece("choir_aahs", 0.2), piece("piano", 0.9), piece("choir_aahs", 0.4), piece("brass", 0.9)])
+    assert list(styles) == ["brass", "piano", "choir_aahs"]  # best first, ties by name
+    assert styles["choir_aahs"]["pieces"] == 2 and styles["choir_aahs"]["onset_f1"] == pytest.approx(0.3)
+    assert styles["choir_aahs"]["onset_offset_f1"] == pytest.approx(0.15)
+    assert track_style({"description": "string_quartet, tempo ×0.9, transpose +1"}) == "string_quartet"
+    assert track_style({"description": ""}) == "unknown"
+    style_bars_png("chorales", styles, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_tuning_grid_tries_every_combination_and_keeps_fixed_values_for_empty_lists() -> None:

@@ -215,3 +215,9 @@ def write_tracks(source_dir: Path, rows: list[dict[str, Any]]) -> None:
 def read_tracks(source_dir: Path) -> list[dict[str, str]]:
     with open(source_dir / "tracks.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def track_style(track: dict[str, str]) -> str:
+    """A rendering's instrument style (chorales: `pitch_notes.chorales.styles`; synthetic: the composer's
+    style): both renderers write it as the description's first field, so scores can be broken down by it."""
+    return (track.get("description") or "").split(",")[0].strip() or "unknown"

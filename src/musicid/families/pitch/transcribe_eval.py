@@ -6,7 +6,8 @@ transcribed end to end and compared with their MIDI labels restricted to the net
 (`offset_ratio=None`) and onset + offset (`offset_ratio`); figures are the mean over pieces (as
 MAESTRO results are reported) with the pooled note counts beside them. Frame-level P/R/F1 of each
 network at its own training threshold, over every frame × pitch of the test pieces. Speed: seconds
-of compute per minute of audio.
+of compute per minute of audio. Each set's note scores are also broken down by the renderings'
+instrument style (`by_style`; a bar chart per set), which is where a transcriber's misses concentrate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from musicid.config import PitchNotesConfig, TranscribeConfig
 from musicid.errors import NotReadyError
 from musicid.families.pitch.frames import decode_labelled, frame_targets
-from musicid.families.pitch.labelled import read_labels, read_tracks
+from musicid.families.pitch.labelled import read_labels, read_tracks, track_style
 from musicid.families.pitch.notetrain import frame_scores
 from musicid.families.pitch.records import TUNED_VAL_F1, tuned_metric
 from musicid.families.pitch.transcribe import Transcriber, notes_from_probs
@@ -85,8 +86,46 @@ def tune_post_processing(tr: Transcriber, labelled: Path, cfg: TranscribeConfig)
                                            "val_pieces": {s: len(v) for s, v in probs.items()}, "tried": tried}
 
 
+STYLE_METRICS = ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1")
+
+
+def by_style(per_track: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-piece note scores (each with its `style`) → style → {pieces, mean of each STYLE_METRICS},
+    best onset F1 first."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for track in per_track:
+        groups.setdefault(track["style"], []).append(track)
+    out = {style: {"pieces": len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in STYLE_METRICS}}
+           for style, rows in groups.items()}
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["onset_f1"], kv[0])))
+
+
+def style_bars_png(source: str, styles: dict[str, dict[str, float]], out_png: Path) -> None:
+    """Note onset P, R and F1 per instrument style of one set's test pieces (horizontal bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(styles)[::-1]  # best at the top
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2), dpi=110)
+    for i, (metric, colour) in enumerate((("onset_precision", "tab:blue"), ("onset_recall", "tab:orange"),
+                                          ("onset_f1", "tab:green"))):
+        ax.barh(y + (i - 1) * 0.27, [styles[n][metric] for n in names], height=0.27, color=colour,
+                label=metric.replace("onset_", "note onset "))
+    ax.set_yticks(y, [f"{n} ({styles[n]['pieces']})" for n in names], fontsize=8)
+    ax.set_xlim(0, 1), ax.set_xlabel("mean over test pieces (pieces per style in brackets)")
+    ax.set_title(f"{source} test: note scores by instrument style", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
 def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
                     cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
+    styles = {t["track"]: track_style(t) for t in read_tracks(labelled / source)}
     per_track, frames = [], {"onset": ([], []), "frame": ([], [])}
     audio_s = compute_s = 0.0
     first = None
@@ -103,7 +142,7 @@ def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: Pit
         frames["onset"][0].append(onset_p), frames["onset"][1].append(on_t)
         frames["frame"][0].append(frame_p), frames["frame"][1].append(fr_t)
         scores = note_scores(ref, est, cfg)
-        per_track.append({"track": name, "reference_notes": len(ref), "estimated_notes": len(est),
+        per_track.append({"track": name, "style": styles[name], "reference_notes": len(ref), "estimated_notes": len(est),
                           **{f"{k}_{m}": v[m] for k, v in scores.items() for m in ("precision", "recall", "f1")}})
         if first is None:
             first = (name, ref, est, frame_p)
@@ -114,7 +153,7 @@ def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: Pit
     return {"tracks": len(per_track), "audio_minutes": round(audio_s / 60, 3),
             "reference_notes": sum(t["reference_notes"] for t in per_track),
             "estimated_notes": sum(t["estimated_notes"] for t in per_track),
-            "note": mean, "frame_level": frame_level,
+            "note": mean, "by_style": by_style(per_track), "frame_level": frame_level,
             "seconds_per_audio_minute": round(compute_s / (audio_s / 60), 3) if audio_s else 0.0,
             "per_track": per_track, "_first": first}
 
@@ -162,6 +201,7 @@ def evaluate_transcriber(tr: Transcriber, labelled: Path, notes_cfg: PitchNotesC
         first = result.pop("_first")
         if first is not None:
             piano_roll_png(first, tr.fps, out_dir / f"piano-roll-{source}.png")
+            style_bars_png(source, result["by_style"], out_dir / f"note-f1-by-style-{source}.png")
         sets[source] = result
     return {"signatures": {"onset": tr.signatures[0], "frame": tr.signatures[1]}, "post_processing": cfg.post_processing(),
             "tuning": tuning, "scoring": {"onset_tolerance_s": cfg.onset_tolerance_s, "offset_ratio": cfg.offset_ratio},
@@ -217,4 +257,7 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"onset+offset F1 {n.get('onset_offset_f1', 0):.3f}; frame-level F1 onset "
                      f"{r['frame_level']['onset'].get('f1', 0):.3f}, frame {r['frame_level']['frame'].get('f1', 0):.3f}; "
                      f"{r['seconds_per_audio_minute']:.2f} s per audio minute")
+        if r.get("by_style"):
+            lines.append(f"  {source} note onset F1 by style (pieces): " + ", ".join(
+                f"{style} {s['onset_f1']:.3f} ({s['pieces']})" for style, s in r["by_style"].items()))
     return "\n".join(lines)

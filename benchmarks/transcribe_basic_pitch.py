@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from musicid.config import load_params
     from musicid.families.pitch.labelled import read_labels, read_tracks, track_style
-    from musicid.families.pitch.transcribe_eval import by_style
+    from musicid.families.pitch.transcribe_eval import by_style, flat_note_scores
 
     started, load_average = time.perf_counter(), os.getloadavg()
     params = load_params(args.params)
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
           f"timings are only comparable on an otherwise idle machine)")
 
     def side(name: str, scores: dict[str, Any], seconds: list[float], extra: dict[str, Any]) -> dict[str, Any]:
-        per_track = [{"track": t["track"], "style": track_style(t), "seconds": s,
-                      **{f"{k}_{m}": v[m] for k, v in p.items() for m in METRICS}}
+        per_track = [{"track": t["track"], "style": track_style(t), "seconds": s, **flat_note_scores(p)}
                      for t, s, p in zip(tracks, seconds, scores["per_track"], strict=True)]
         return {"name": name, **extra, "note": scores["note"], "pooled": scores["pooled"],
                 "seconds_per_audio_minute": per_min[name], "by_style": by_style(per_track), "per_track": per_track}

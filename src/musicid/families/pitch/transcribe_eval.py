@@ -46,15 +46,15 @@ def note_scores(ref: np.ndarray, est: np.ndarray, cfg: TranscribeConfig) -> dict
     return out
 
 
-def pieces(tr: Transcriber, labelled: Path, source: str, split: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(track, audio at the networks' rate, reference notes in the networks' pitch range) of one split."""
+def pieces(tr: Transcriber, labelled: Path, source: str, split: str) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """(tracks.csv row, audio at the networks' rate, reference notes in the networks' pitch range) of one split."""
     lo, hi = tr.spec.min_midi, tr.spec.min_midi + tr.spec.n_pitches
     for track in read_tracks(labelled / source):
         if track["split"] != split:
             continue
         audio = decode_labelled(labelled / source / "audio" / f"{track['track']}.flac", tr.spec.sample_rate)
         ref = read_labels(labelled / source / "labels" / f"{track['track']}.mid")
-        yield track["track"], audio, ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
+        yield track, audio, ref[(ref[:, 2] >= lo) & (ref[:, 2] < hi)]
 
 
 def tune_post_processing(tr: Transcriber, labelled: Path, cfg: TranscribeConfig) -> tuple[TranscribeConfig, dict[str, Any]]:
@@ -84,6 +84,11 @@ def tune_post_processing(tr: Transcriber, labelled: Path, cfg: TranscribeConfig)
     chosen = {key: tried[best][key] for key in grid[0]}
     return cfg.model_copy(update=chosen), {"chosen": chosen, "val_note_onset_f1": tried[best]["val_note_onset_f1"],
                                            "val_pieces": {s: len(v) for s, v in probs.items()}, "tried": tried}
+
+
+def flat_note_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """note_scores' {onset: {precision, ...}, onset_offset: {...}} → {onset_precision, ..., onset_offset_f1}."""
+    return {f"{kind}_{m}": v[m] for kind, v in scores.items() for m in ("precision", "recall", "f1")}
 
 
 STYLE_METRICS = ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1")
@@ -125,11 +130,11 @@ def style_bars_png(source: str, styles: dict[str, dict[str, float]], out_png: Pa
 
 def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: PitchNotesConfig,
                     cfg: TranscribeConfig, thresholds: dict[str, float]) -> dict[str, Any]:
-    styles = {t["track"]: track_style(t) for t in read_tracks(labelled / source)}
     per_track, frames = [], {"onset": ([], []), "frame": ([], [])}
     audio_s = compute_s = 0.0
     first = None
-    for name, audio, ref in pieces(tr, labelled, source, "test"):
+    for track, audio, ref in pieces(tr, labelled, source, "test"):
+        name = track["track"]
         began = time.perf_counter()
         onset_p, frame_p = tr.probabilities(audio)
         with warnings.catch_warnings():
@@ -141,9 +146,8 @@ def evaluate_source(tr: Transcriber, labelled: Path, source: str, notes_cfg: Pit
                                          notes_cfg.onset_frames)
         frames["onset"][0].append(onset_p), frames["onset"][1].append(on_t)
         frames["frame"][0].append(frame_p), frames["frame"][1].append(fr_t)
-        scores = note_scores(ref, est, cfg)
-        per_track.append({"track": name, "style": styles[name], "reference_notes": len(ref), "estimated_notes": len(est),
-                          **{f"{k}_{m}": v[m] for k, v in scores.items() for m in ("precision", "recall", "f1")}})
+        per_track.append({"track": name, "style": track_style(track), "reference_notes": len(ref),
+                          "estimated_notes": len(est), **flat_note_scores(note_scores(ref, est, cfg))})
         if first is None:
             first = (name, ref, est, frame_p)
     mean = {k: float(np.mean([t[k] for t in per_track])) if per_track else 0.0
